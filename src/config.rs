@@ -1,0 +1,508 @@
+//! The command line, turned once into a validated, typed [`Config`].
+//!
+//! Timely's own flags are kept with their meanings (`-w` workers per process, `-n`
+//! processes, `-p` this process, `-h` hostfile), so `--help` is long-only. Every flag also
+//! reads a `WEATHERFLOW_*` environment variable. Raw [`RunArgs`] are what clap parses;
+//! [`Config`] is what the rest of the program may rely on.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::schema::{floor_minute, parse_rfc3339};
+use crate::sources::generator::{GeneratorConfig, Speed};
+
+/// A flag value that makes no sense. Always the user's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value out of its allowed range.
+    #[error("invalid value for {flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The hostfile could not be read.
+    #[error("cannot read hostfile {path}")]
+    Hostfile {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms, 2m or 1h"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+fn parse_speed(text: &str) -> Result<Speed, String> {
+    if text.eq_ignore_ascii_case("max") {
+        return Ok(Speed::Max);
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+        _ => Err(format!("{text:?} is neither a positive number nor \"max\"")),
+    }
+}
+
+/// Where readings come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// The built-in deterministic generator.
+    Generator,
+    /// Replay of JSONL or CSV files (`--input`).
+    File,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `weatherflow` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "weatherflow",
+    version,
+    about = "Streaming weather features on timely/differential dataflow"
+)]
+#[command(disable_help_flag = true, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Print help (`-h` is timely's hostfile).
+    #[arg(long, action = ArgAction::Help, global = true)]
+    help: Option<bool>,
+    /// What to do; `run` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of the default `run` command.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the streaming job (the default).
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+}
+
+/// Flags of `weatherflow run`.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// Worker threads per process.
+    #[arg(
+        short = 'w',
+        long = "workers",
+        env = "WEATHERFLOW_WORKERS",
+        default_value_t = 1
+    )]
+    pub workers: usize,
+    /// Number of processes in the timely cluster.
+    #[arg(
+        short = 'n',
+        long = "processes",
+        env = "WEATHERFLOW_PROCESSES",
+        default_value_t = 1
+    )]
+    pub processes: usize,
+    /// Index of this process in the cluster (0-based).
+    #[arg(
+        short = 'p',
+        long = "process",
+        env = "WEATHERFLOW_PROCESS",
+        default_value_t = 0
+    )]
+    pub process: usize,
+    /// Hostfile: one `host:port` per line, process 0 first. Default: localhost:2101, 2102, ….
+    #[arg(short = 'h', long = "hostfile", env = "WEATHERFLOW_HOSTFILE")]
+    pub hostfile: Option<PathBuf>,
+    /// Where readings come from.
+    #[arg(long, value_enum, env = "WEATHERFLOW_SOURCE", default_value_t = SourceKind::Generator)]
+    pub source: SourceKind,
+    /// Input files for `--source file`: paths or glob patterns (`data/*.jsonl`), repeatable.
+    /// `.csv` files use the historical CSV layout; anything else is JSONL.
+    #[arg(long, env = "WEATHERFLOW_INPUT", value_delimiter = ',')]
+    pub input: Vec<String>,
+    /// Write weather-features as JSON lines to this file. With several processes the path
+    /// must contain `{process}`, replaced by the process index.
+    #[arg(long, env = "WEATHERFLOW_OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// Generator: number of stations.
+    #[arg(long, env = "WEATHERFLOW_STATIONS", default_value_t = 100)]
+    pub stations: u64,
+    /// Generator: seed of all random streams; the same seed gives the same readings.
+    #[arg(long, env = "WEATHERFLOW_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Generator: event-time pace. `1` is real time, `60` a minute per second, `max` as fast as possible.
+    #[arg(long, env = "WEATHERFLOW_SPEED", default_value = "60", value_parser = parse_speed)]
+    pub speed: Speed,
+    /// Generator: stop after this many readings (over all workers). Default: run until Ctrl-C.
+    #[arg(long, env = "WEATHERFLOW_EVENTS")]
+    pub events: Option<u64>,
+    /// Generator: event time of the first reading (RFC 3339). Default: now, to the minute.
+    #[arg(long, env = "WEATHERFLOW_START")]
+    pub start: Option<String>,
+    /// Generator: time between two readings of one station.
+    #[arg(long, env = "WEATHERFLOW_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Allowed lateness: readings older than (latest event time − lateness) are dropped.
+    #[arg(long, env = "WEATHERFLOW_LATENESS", default_value = "10s", value_parser = parse_duration)]
+    pub lateness: Duration,
+    /// File source: bytes per chunk, the unit of work split across workers.
+    #[arg(long, env = "WEATHERFLOW_CHUNK_BYTES", default_value_t = 4 << 20)]
+    pub chunk_bytes: u64,
+    /// Interval between progress log lines.
+    #[arg(long, env = "WEATHERFLOW_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
+    /// Log format. Filter with RUST_LOG (default `info`).
+    #[arg(long, value_enum, env = "WEATHERFLOW_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The shape of the timely cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Workers per process.
+    pub workers: usize,
+    /// Process addresses, process 0 first; one entry when running alone.
+    pub addresses: Vec<String>,
+    /// This process.
+    pub process: usize,
+}
+
+impl Cluster {
+    /// The timely configuration for this process.
+    pub fn timely(&self) -> timely::Config {
+        use timely::CommunicationConfig as Comm;
+        let communication = if self.addresses.len() > 1 {
+            Comm::Cluster {
+                threads: self.workers,
+                process: self.process,
+                addresses: self.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            }
+        } else if self.workers > 1 {
+            Comm::Process(self.workers)
+        } else {
+            Comm::Thread
+        };
+        let mut worker = timely::WorkerConfig::default();
+        // Let spines finish merges while idle, so compaction keeps up between bursts.
+        differential_dataflow::configure(
+            &mut worker,
+            &differential_dataflow::Config {
+                idle_merge_effort: Some(1_000),
+            },
+        );
+        timely::Config {
+            communication,
+            worker,
+        }
+    }
+}
+
+/// Where readings come from, with everything that source needs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceConfig {
+    /// The generator.
+    Generator(GeneratorConfig),
+    /// File replay.
+    File {
+        /// Paths or glob patterns.
+        inputs: Vec<String>,
+        /// Bytes per chunk.
+        chunk_bytes: u64,
+    },
+}
+
+/// A validated run configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Cluster shape.
+    pub cluster: Cluster,
+    /// The source.
+    pub source: SourceConfig,
+    /// Allowed lateness, ms.
+    pub lateness_ms: u64,
+    /// Features output file for this process.
+    pub output: Option<PathBuf>,
+    /// Progress log interval.
+    pub progress_interval: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// Validates the flags.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.workers == 0 {
+            return Err(invalid("--workers", "must be at least 1"));
+        }
+        if self.processes == 0 {
+            return Err(invalid("--processes", "must be at least 1"));
+        }
+        if self.process >= self.processes {
+            return Err(invalid(
+                "--process",
+                format!(
+                    "{} is not below --processes {}",
+                    self.process, self.processes
+                ),
+            ));
+        }
+        let addresses = match (&self.hostfile, self.processes) {
+            (_, 1) => vec![String::new()],
+            (Some(path), n) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Hostfile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let hosts: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .take(n)
+                    .collect();
+                if hosts.len() < n {
+                    return Err(invalid(
+                        "--hostfile",
+                        format!(
+                            "{} lists {} hosts, {n} processes need one each",
+                            path.display(),
+                            hosts.len()
+                        ),
+                    ));
+                }
+                hosts
+            }
+            (None, n) => (0..n).map(|i| format!("localhost:{}", 2101 + i)).collect(),
+        };
+        let output = match self.output {
+            Some(path) if self.processes > 1 => {
+                let text = path.to_string_lossy();
+                if !text.contains("{process}") {
+                    return Err(invalid(
+                        "--output",
+                        "with several processes the path must contain {process}, so processes do not overwrite each other",
+                    ));
+                }
+                Some(PathBuf::from(
+                    text.replace("{process}", &self.process.to_string()),
+                ))
+            }
+            other => other,
+        };
+        let source = match self.source {
+            SourceKind::Generator => {
+                if self.stations == 0 {
+                    return Err(invalid("--stations", "must be at least 1"));
+                }
+                let interval_ms = self.interval.as_millis() as u64;
+                if interval_ms == 0 {
+                    return Err(invalid("--interval", "must be at least 1ms"));
+                }
+                let start_ms = match &self.start {
+                    Some(text) => parse_rfc3339(text).ok_or_else(|| {
+                        invalid("--start", format!("{text:?} is not an RFC 3339 time"))
+                    })?,
+                    None => floor_minute(
+                        SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                    ),
+                };
+                SourceConfig::Generator(GeneratorConfig {
+                    stations: self.stations,
+                    seed: self.seed,
+                    speed: self.speed,
+                    events: self.events,
+                    start_ms,
+                    interval_ms,
+                })
+            }
+            SourceKind::File => {
+                if self.input.is_empty() {
+                    return Err(invalid(
+                        "--input",
+                        "--source file needs at least one --input path or pattern",
+                    ));
+                }
+                if self.chunk_bytes == 0 {
+                    return Err(invalid("--chunk-bytes", "must be at least 1"));
+                }
+                SourceConfig::File {
+                    inputs: self.input,
+                    chunk_bytes: self.chunk_bytes,
+                }
+            }
+        };
+        Ok(Config {
+            cluster: Cluster {
+                workers: self.workers,
+                addresses,
+                process: self.process,
+            },
+            source,
+            lateness_ms: self.lateness.as_millis() as u64,
+            output,
+            progress_interval: self.progress_interval.max(Duration::from_millis(100)),
+            log_format: self.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        let run = match cli.command {
+            Some(Command::Run(run)) => run,
+            None => cli.run,
+        };
+        run.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn run_is_the_default_and_timely_flags_keep_their_meaning() {
+        let c = parse(&["weatherflow", "-w", "4"]).unwrap();
+        assert_eq!(c.cluster.workers, 4);
+        assert!(matches!(
+            c.source,
+            SourceConfig::Generator(GeneratorConfig {
+                speed: Speed::Factor(60.0),
+                stations: 100,
+                ..
+            })
+        ));
+        assert_eq!(c.lateness_ms, 10_000);
+        let c = parse(&[
+            "weatherflow",
+            "run",
+            "-w",
+            "2",
+            "--source",
+            "file",
+            "--input",
+            "x.jsonl",
+            "--output",
+            "y.jsonl",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.source,
+            SourceConfig::File {
+                inputs: vec!["x.jsonl".into()],
+                chunk_bytes: 4 << 20
+            }
+        );
+        let c = parse(&[
+            "weatherflow",
+            "-n",
+            "2",
+            "-p",
+            "1",
+            "-w",
+            "2",
+            "--output",
+            "out-{process}.jsonl",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.cluster.addresses,
+            vec!["localhost:2101", "localhost:2102"]
+        );
+        assert_eq!(c.output, Some(PathBuf::from("out-1.jsonl")));
+        let c = parse(&[
+            "weatherflow",
+            "--speed",
+            "max",
+            "--start",
+            "2026-11-20T00:00:00Z",
+            "--lateness",
+            "30s",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.source,
+            SourceConfig::Generator(GeneratorConfig {
+                speed: Speed::Max,
+                start_ms: 1_763_596_800_000,
+                ..
+            })
+        ));
+        assert_eq!(c.lateness_ms, 30_000);
+    }
+
+    #[test]
+    fn rejects_nonsense_with_the_flag_named() {
+        for (args, flag) in [
+            (&["weatherflow", "-w", "0"][..], "--workers"),
+            (&["weatherflow", "-n", "2", "-p", "2"], "--process"),
+            (&["weatherflow", "--source", "file"], "--input"),
+            (&["weatherflow", "--stations", "0"], "--stations"),
+            (
+                &["weatherflow", "-n", "2", "--output", "x.jsonl"],
+                "--output",
+            ),
+            (&["weatherflow", "--start", "noon"], "--start"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        assert!(parse(&["weatherflow", "--speed", "fast"]).is_err());
+        assert!(parse(&["weatherflow", "--speed", "-1"]).is_err());
+        assert!(parse(&["weatherflow", "--bogus"]).is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! Window emission: turns the continuously maintained window and trend collections into
+//! exactly one weather-features record per non-empty (station, window end).
+//!
+//! Differential reports only *changes*: when a station's window at `E + 1 min` holds the
+//! same panes as at `E` (no pane entered or left), nothing is emitted for `E + 1 min`, yet
+//! the contract wants that window too. So this operator keeps the accumulated value of
+//! each station's window and trend (an upsert view of the two arrangements), and when the
+//! frontier passes a window end `E` it applies every update at times `≤ E` and emits every
+//! station whose window is live at `E`. Updates are bucketed by *their own* time, not the
+//! message capability (notes §3.4), and the operator holds a capability at its input
+//! frontier so it can emit for minutes in which no update arrived.
+//!
+//! Transient `−old/+new` pairs from the join cancel in the accumulation, so no
+//! `consolidate` is needed in front of it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::{Stream, StreamVec};
+use timely::progress::frontier::MutableAntichain;
+
+use super::window::{TrendDelta, WindowAgg};
+use crate::metrics::Metrics;
+use crate::schema::{MINUTE_MS, StationId, Trend, Var, WindowFeatures};
+
+type Updates<D> = Vec<((StationId, D), u64, isize)>;
+
+/// A tiny multiset: the accumulated updates of one value per station. Between a `−old`
+/// and a `+new` at the same time it briefly holds two entries.
+#[derive(Debug)]
+struct Accum<V>(Vec<(V, isize)>);
+
+impl<V: PartialEq> Accum<V> {
+    fn update(&mut self, value: V, diff: isize) {
+        match self.0.iter_mut().position(|(v, _)| *v == value) {
+            Some(i) => {
+                self.0[i].1 += diff;
+                if self.0[i].1 == 0 {
+                    self.0.swap_remove(i);
+                }
+            }
+            None => self.0.push((value, diff)),
+        }
+    }
+    fn current(&self) -> Option<&V> {
+        self.0.iter().find(|(_, d)| *d > 0).map(|(v, _)| v)
+    }
+}
+
+impl<V> Default for Accum<V> {
+    fn default() -> Self {
+        Accum(Vec::new())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Station {
+    window: Accum<WindowAgg>,
+    trend: Accum<TrendDelta>,
+}
+
+enum Change {
+    Window(StationId, WindowAgg, isize),
+    Trend(StationId, TrendDelta, isize),
+}
+
+fn lower(frontier: &MutableAntichain<u64>) -> Option<u64> {
+    frontier.frontier().iter().min().copied()
+}
+
+/// Emits one [`WindowFeatures`] per live station and closed window end, at time `E`.
+pub fn emit_windows<'s>(
+    windows: Stream<'s, u64, Updates<WindowAgg>>,
+    trends: Stream<'s, u64, Updates<TrendDelta>>,
+    metrics: Arc<Metrics>,
+) -> StreamVec<'s, u64, WindowFeatures> {
+    windows.binary_frontier(
+        trends,
+        Pipeline,
+        Pipeline,
+        "EmitWindows",
+        move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut pending: BTreeMap<u64, Vec<Change>> = BTreeMap::new();
+            let mut live: FxHashMap<StationId, Station> = FxHashMap::default();
+            let mut next_end: u64 = 0;
+            move |(win_in, win_frontier), (trend_in, trend_frontier), output| {
+                win_in.for_each(|_cap, data| {
+                    for ((station, agg), time, diff) in data.drain(..) {
+                        pending
+                            .entry(time)
+                            .or_default()
+                            .push(Change::Window(station, agg, diff));
+                    }
+                });
+                trend_in.for_each(|_cap, data| {
+                    for ((station, delta), time, diff) in data.drain(..) {
+                        pending
+                            .entry(time)
+                            .or_default()
+                            .push(Change::Trend(station, delta, diff));
+                    }
+                });
+                let Some(held) = cap.as_mut() else { return };
+                let frontier = match (lower(win_frontier), lower(trend_frontier)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let mut emitted = 0u64;
+                loop {
+                    // With live windows every minute needs a record; otherwise skip ahead to
+                    // the next time anything changes.
+                    let end = if live.is_empty() {
+                        match pending.keys().next() {
+                            Some(&t) => t.max(next_end),
+                            None => break,
+                        }
+                    } else {
+                        next_end
+                    };
+                    if frontier.is_some_and(|f| end >= f) {
+                        break;
+                    }
+                    while let Some(entry) = pending.first_entry() {
+                        if *entry.key() > end {
+                            break;
+                        }
+                        for change in entry.remove() {
+                            match change {
+                                Change::Window(s, agg, d) => {
+                                    live.entry(s).or_default().window.update(agg, d)
+                                }
+                                Change::Trend(s, delta, d) => {
+                                    live.entry(s).or_default().trend.update(delta, d)
+                                }
+                            }
+                        }
+                    }
+                    live.retain(|_, st| !(st.window.0.is_empty() && st.trend.0.is_empty()));
+                    let at = held.delayed(&end);
+                    let mut session = output.session(&at);
+                    for (station, st) in &live {
+                        if let Some(agg) = st.window.current() {
+                            session.give(features(station, end, agg, st.trend.current()));
+                            emitted += 1;
+                        }
+                    }
+                    next_end = end + MINUTE_MS;
+                }
+                match frontier {
+                    Some(f) => held.downgrade(&f.max(*held.time())),
+                    None => cap = None,
+                }
+                if emitted > 0 {
+                    metrics.add_windows(emitted);
+                }
+            }
+        },
+    )
+}
+
+fn features(
+    station: &StationId,
+    end: u64,
+    agg: &WindowAgg,
+    trend: Option<&TrendDelta>,
+) -> WindowFeatures {
+    let stats = |var: Var| agg.vars[var as usize].stats();
+    let change = |var: Var| trend.and_then(|t| t.value(var));
+    WindowFeatures {
+        station_id: station.to_string(),
+        window_start: end - super::pane::WINDOW_MINUTES * MINUTE_MS,
+        window_end: end,
+        count: agg.count,
+        temperature: stats(Var::Temperature),
+        humidity: stats(Var::Humidity),
+        pressure: stats(Var::Pressure),
+        wind_speed: stats(Var::WindSpeed),
+        trend: Trend {
+            temperature_change_1m: change(Var::Temperature),
+            humidity_change_1m: change(Var::Humidity),
+            pressure_change_1m: change(Var::Pressure),
+            wind_speed_change_1m: change(Var::WindSpeed),
+        },
+    }
+}

@@ -1,0 +1,185 @@
+//! Per-minute panes: the unit the sliding windows are built from.
+//!
+//! Raw readings are exchanged by station so that all of a station's readings meet on one
+//! worker. There, readings are stashed by event minute until the frontier passes the
+//! minute; then each (station, minute) is deduplicated and folded into one [`Pane`] of
+//! exact integer moments. A pane enters the differential collection as a **temporal
+//! filter**: `+1` at `minute + 1 min` (the first window end that covers it) and `−1` at
+//! `minute + 6 min` (the first end that no longer does). Every reading therefore turns into
+//! at most two differential updates per *pane*, not per reading, which is what makes the
+//! arrangement-based windows cheap (notes §3.3: panes are 3–4× faster than raw updates).
+//!
+//! Deduplication needs all copies of a (station, timestamp) in one place, which is why it
+//! happens here, after the exchange, rather than in the sources.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::metrics::Metrics;
+use crate::schema::{MINUTE_MS, Reading, StationId, Var, floor_minute};
+
+/// Window length in minutes; a pane lives in this many consecutive windows.
+pub const WINDOW_MINUTES: u64 = 5;
+
+/// Exact moments of one variable over the readings of one pane.
+///
+/// Time `t` is milliseconds since the pane's minute start (0..60 000). After deduplication
+/// a pane holds at most 60 000 readings (one per millisecond), so every `i64` sum is
+/// bounded by 60 000 × (6·10⁴ × 1.1·10⁶) < 2⁶³: the sums cannot overflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VarMoments {
+    /// Readings carrying the variable.
+    pub count: u32,
+    /// Smallest value, milli-units.
+    pub min: i32,
+    /// Largest value, milli-units.
+    pub max: i32,
+    /// Σv.
+    pub sum: i64,
+    /// Σv².
+    pub sumsq: i64,
+    /// Σt.
+    pub st: i64,
+    /// Σt².
+    pub stt: i64,
+    /// Σt·v.
+    pub stv: i64,
+}
+
+impl Default for VarMoments {
+    fn default() -> Self {
+        VarMoments {
+            count: 0,
+            min: i32::MAX,
+            max: i32::MIN,
+            sum: 0,
+            sumsq: 0,
+            st: 0,
+            stt: 0,
+            stv: 0,
+        }
+    }
+}
+
+impl VarMoments {
+    fn add(&mut self, t: i64, v: i32) {
+        let v64 = i64::from(v);
+        self.count += 1;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += v64;
+        self.sumsq += v64 * v64;
+        self.st += t;
+        self.stt += t * t;
+        self.stv += t * v64;
+    }
+}
+
+/// All readings of one station in one event minute, deduplicated.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Pane {
+    /// Distinct readings.
+    pub count: u32,
+    /// Moments per variable in [`Var::ALL`] order.
+    pub vars: [VarMoments; 4],
+}
+
+/// One reading as stashed while its minute is open.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    offset_ms: u32,
+    seq: u64,
+    values: [i32; 4],
+}
+
+impl Pane {
+    /// Folds samples into a pane, keeping the first (lowest `seq`) of each timestamp.
+    /// Returns the pane and how many duplicates were dropped.
+    fn from_samples(samples: &mut [Sample]) -> (Pane, u64) {
+        samples.sort_unstable_by_key(|s| (s.offset_ms, s.seq));
+        let mut pane = Pane::default();
+        let mut last = None;
+        let mut duplicates = 0;
+        for s in samples.iter() {
+            if last == Some(s.offset_ms) {
+                duplicates += 1;
+                continue;
+            }
+            last = Some(s.offset_ms);
+            pane.count += 1;
+            for var in Var::ALL {
+                let v = s.values[var as usize];
+                if v != crate::schema::MISSING {
+                    pane.vars[var as usize].add(i64::from(s.offset_ms), v);
+                }
+            }
+        }
+        (pane, duplicates)
+    }
+}
+
+/// The differential collection of live panes: `(station, (pane minute, pane))`, each
+/// present from `minute + 1 min` until `minute + 6 min`.
+pub type PaneCollection<'s> = VecCollection<'s, u64, (StationId, (u64, Pane)), isize>;
+
+/// Builds panes from readings whose timely time is their event minute (epoch ms).
+pub fn build_panes<'s>(
+    readings: StreamVec<'s, u64, Reading>,
+    metrics: Arc<Metrics>,
+) -> PaneCollection<'s> {
+    // Route with the same hash differential uses for its own arrangement exchange, so the
+    // panes are already on the worker that will reduce them.
+    let pact = Exchange::new(|r: &Reading| r.station.hashed());
+    readings
+        .unary_frontier(pact, "Panes", move |_cap, _info| {
+            let mut open: BTreeMap<u64, (Capability<u64>, FxHashMap<StationId, Vec<Sample>>)> =
+                BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    for r in data.drain(..) {
+                        let minute = floor_minute(r.timestamp_ms);
+                        let (_, stations) = open
+                            .entry(minute)
+                            .or_insert_with(|| (cap.delayed(&minute, 0), FxHashMap::default()));
+                        let sample = Sample {
+                            offset_ms: (r.timestamp_ms - minute) as u32,
+                            seq: r.seq,
+                            values: r.values,
+                        };
+                        stations.entry(r.station).or_default().push(sample);
+                    }
+                });
+                let mut duplicates = 0;
+                while let Some(entry) = open.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let minute = *entry.key();
+                    let (cap, stations) = entry.remove();
+                    let mut session = output.session(&cap);
+                    for (station, mut samples) in stations {
+                        let (pane, dups) = Pane::from_samples(&mut samples);
+                        duplicates += dups;
+                        let enter = minute + MINUTE_MS;
+                        let leave = minute + (WINDOW_MINUTES + 1) * MINUTE_MS;
+                        session.give(((station.clone(), (minute, pane)), enter, 1isize));
+                        session.give(((station, (minute, pane)), leave, -1isize));
+                    }
+                }
+                if duplicates > 0 {
+                    metrics.add_duplicates(duplicates);
+                }
+            }
+        })
+        .as_collection()
+}

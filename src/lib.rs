@@ -1,0 +1,25 @@
+//! weatherflow: live weather features on timely and differential dataflow.
+//!
+//! ```text
+//! generator ─┐
+//! file ──────┼─► sources ─► dataflow (panes → windows → trends) ─► sinks (JSONL file, …)
+//! ```
+//!
+//! - [`schema`]: the message contracts: parsing and validating readings, the features type.
+//! - [`sources`]: the generator and file replay; both drive the event-time watermark.
+//! - [`dataflow`]: incremental 5-minute windows sliding every minute, in differential.
+//! - [`sinks`]: where emitted windows go.
+//! - [`config`]: the command line, validated once into a typed [`config::Config`].
+//! - [`run`]: starts the timely workers, reports progress, shuts down cleanly.
+//! - [`metrics`]: counters shared by workers and the progress reporter.
+//!
+//! Event time is the timely timestamp: epoch milliseconds, with records sent at the start
+//! of their event minute, so progress tracking pays per minute, not per reading.
+
+pub mod config;
+pub mod dataflow;
+pub mod metrics;
+pub mod run;
+pub mod schema;
+pub mod sinks;
+pub mod sources;

@@ -1,0 +1,142 @@
+//! Process-wide counters shared by every worker and read by the progress reporter.
+//!
+//! Operators count per batch into plain locals and add to these atomics once per
+//! activation, so the hot path never touches shared cache lines per record. Names mirror
+//! the Prometheus series of DESIGN §8; the exporter arrives with the REST API.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::schema::InvalidReason;
+
+/// Counters for one process. Construct with [`Metrics::new`] for the local worker count.
+#[derive(Debug)]
+pub struct Metrics {
+    records_in: AtomicU64,
+    invalid: [AtomicU64; InvalidReason::ALL.len()],
+    late: AtomicU64,
+    duplicate: AtomicU64,
+    windows_emitted: AtomicU64,
+    bytes_read: AtomicU64,
+    /// Per local worker: its source watermark in epoch ms; `u64::MAX` once it has finished,
+    /// 0 before it has seen anything.
+    watermarks: Vec<AtomicU64>,
+}
+
+/// A point-in-time copy of [`Metrics`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Readings accepted into the dataflow (`weatherflow_records_in_total`).
+    pub records_in: u64,
+    /// Rejected readings by reason (`weatherflow_records_invalid_total{reason}`).
+    pub invalid: Vec<(InvalidReason, u64)>,
+    /// Readings older than the watermark, dropped (`weatherflow_records_late_total`).
+    pub late: u64,
+    /// Readings repeating a (station_id, timestamp) already seen (`weatherflow_records_duplicate_total`).
+    pub duplicate: u64,
+    /// Windows emitted (`weatherflow_windows_emitted_total`).
+    pub windows_emitted: u64,
+    /// Input bytes consumed by file sources.
+    pub bytes_read: u64,
+    /// The smallest watermark over this process's running workers, epoch ms; `None` when
+    /// no worker has started or all have finished.
+    pub watermark_ms: Option<u64>,
+}
+
+impl Snapshot {
+    /// Invalid readings over all reasons.
+    pub fn invalid_total(&self) -> u64 {
+        self.invalid.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl Metrics {
+    /// Counters for a process running `local_workers` workers.
+    pub fn new(local_workers: usize) -> Self {
+        Metrics {
+            records_in: AtomicU64::new(0),
+            invalid: Default::default(),
+            late: AtomicU64::new(0),
+            duplicate: AtomicU64::new(0),
+            windows_emitted: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            watermarks: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Adds a source's per-activation tallies.
+    pub fn add_source(&self, tally: &SourceTally) {
+        self.records_in.fetch_add(tally.accepted, Relaxed);
+        self.late.fetch_add(tally.late, Relaxed);
+        self.bytes_read.fetch_add(tally.bytes, Relaxed);
+        for (slot, n) in self.invalid.iter().zip(tally.invalid) {
+            if n > 0 {
+                slot.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
+    /// Counts duplicates found by the pane builder.
+    pub fn add_duplicates(&self, n: u64) {
+        self.duplicate.fetch_add(n, Relaxed);
+    }
+
+    /// Counts emitted windows.
+    pub fn add_windows(&self, n: u64) {
+        self.windows_emitted.fetch_add(n, Relaxed);
+    }
+
+    /// Publishes the watermark of local worker `local_index` (`u64::MAX` = finished).
+    pub fn set_watermark(&self, local_index: usize, ms: u64) {
+        if let Some(slot) = self.watermarks.get(local_index) {
+            slot.store(ms, Relaxed);
+        }
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        let marks = self
+            .watermarks
+            .iter()
+            .map(|w| w.load(Relaxed))
+            .filter(|&w| w != u64::MAX);
+        Snapshot {
+            records_in: self.records_in.load(Relaxed),
+            invalid: InvalidReason::ALL
+                .iter()
+                .zip(&self.invalid)
+                .map(|(r, n)| (*r, n.load(Relaxed)))
+                .collect(),
+            late: self.late.load(Relaxed),
+            duplicate: self.duplicate.load(Relaxed),
+            windows_emitted: self.windows_emitted.load(Relaxed),
+            bytes_read: self.bytes_read.load(Relaxed),
+            watermark_ms: marks.min().filter(|&w| w > 0),
+        }
+    }
+}
+
+/// What a source saw during one activation; flushed into [`Metrics`] in one go.
+#[derive(Clone, Debug, Default)]
+pub struct SourceTally {
+    /// Readings emitted into the dataflow.
+    pub accepted: u64,
+    /// Late readings dropped.
+    pub late: u64,
+    /// Input bytes consumed.
+    pub bytes: u64,
+    /// Invalid readings by [`InvalidReason`] index.
+    pub invalid: [u64; InvalidReason::ALL.len()],
+}
+
+impl SourceTally {
+    /// Counts one rejected reading.
+    pub fn reject(&mut self, reason: InvalidReason) {
+        self.invalid[reason as usize] += 1;
+    }
+
+    /// Flushes into `metrics` and resets.
+    pub fn flush(&mut self, metrics: &Metrics) {
+        metrics.add_source(self);
+        *self = SourceTally::default();
+    }
+}

@@ -1,0 +1,237 @@
+//! Running a job: timely workers, the progress reporter, and a clean shutdown.
+//!
+//! [`run`] starts the workers, each building the same dataflow, and then reports progress
+//! from the calling thread until they finish. Two endings exist:
+//!
+//! - **Input exhausted** (file replay, `--events`): sources drop their capabilities, every
+//!   open window closes and is emitted, and the dataflow completes.
+//! - **Stop requested** (Ctrl-C/SIGTERM sets the flag): workers stop stepping and drop the
+//!   dataflow. Windows not yet closed are *not* emitted: releasing capabilities instead
+//!   would emit partial trailing windows as if they were final (notes §5).
+//!
+//! Either way, buffered output is flushed and a summary is returned.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::Probe;
+
+use crate::config::{Config, SourceConfig};
+use crate::metrics::{Metrics, Snapshot};
+use crate::schema::format_rfc3339;
+use crate::sinks::file::{JsonlWriter, SinkError, jsonl_sink};
+use crate::sources::SourceContext;
+use crate::sources::file::plan::{Plan, PlanError};
+use crate::sources::file::{ChunkExchange, file_source};
+use crate::sources::generator::generator;
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The input could not be planned (user's fault: paths, patterns, headers).
+    #[error(transparent)]
+    Input(#[from] PlanError),
+    /// The output could not be created or written.
+    #[error(transparent)]
+    Output(#[from] SinkError),
+    /// Timely could not start (e.g. cluster peers unreachable, port in use).
+    #[error("cannot start timely workers: {0}")]
+    Timely(String),
+    /// An operator hit an error it cannot recover from.
+    #[error("run aborted: {0}")]
+    Aborted(String),
+    /// A worker thread panicked (a bug).
+    #[error("a worker panicked: {0}")]
+    WorkerPanic(String),
+}
+
+/// How a run ended, and what it did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// Counters at the end.
+    pub totals: Snapshot,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// True when stopped by a signal rather than by the end of the input.
+    pub interrupted: bool,
+    /// Where features were written.
+    pub output: Option<PathBuf>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.totals;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let ending = if self.interrupted {
+            "stopped"
+        } else {
+            "input complete"
+        };
+        writeln!(f, "weatherflow summary ({ending})")?;
+        writeln!(f, "  wall time         {:.3} s", secs)?;
+        writeln!(
+            f,
+            "  readings in       {} ({:.0}/s)",
+            t.records_in,
+            t.records_in as f64 / secs
+        )?;
+        writeln!(f, "  invalid           {}", t.invalid_total())?;
+        for (reason, n) in t.invalid.iter().filter(|(_, n)| *n > 0) {
+            writeln!(f, "    {:<20}{n}", reason.as_str())?;
+        }
+        writeln!(f, "  late (dropped)    {}", t.late)?;
+        writeln!(f, "  duplicates        {}", t.duplicate)?;
+        writeln!(f, "  windows emitted   {}", t.windows_emitted)?;
+        if let Some(path) = &self.output {
+            writeln!(f, "  output            {}", path.display())?;
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn log_progress(previous: &Snapshot, now: &Snapshot, interval: Duration) {
+    let rate = (now.records_in - previous.records_in) as f64 / interval.as_secs_f64();
+    let watermark = now
+        .watermark_ms
+        .map(format_rfc3339)
+        .unwrap_or_else(|| "-".into());
+    let lag_s = now
+        .watermark_ms
+        .map(|w| (now_ms() as f64 - w as f64) / 1000.0);
+    tracing::info!(
+        events_per_s = rate.round() as u64,
+        readings = now.records_in,
+        windows = now.windows_emitted,
+        late = now.late,
+        invalid = now.invalid_total(),
+        duplicates = now.duplicate,
+        mb_read = now.bytes_read / 1_000_000,
+        watermark = %watermark,
+        watermark_lag_s = lag_s.map(|l| l.round() as i64),
+        "progress"
+    );
+}
+
+/// Runs the job until its input ends or `stop` is set.
+pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let plan = match &config.source {
+        SourceConfig::File {
+            inputs,
+            chunk_bytes,
+        } => {
+            let plan = Plan::new(inputs, *chunk_bytes)?;
+            tracing::info!(
+                files = plan.files.len(),
+                chunks = plan.chunks.len(),
+                mb = plan.total_bytes() / 1_000_000,
+                "replaying"
+            );
+            Some(Arc::new(plan))
+        }
+        SourceConfig::Generator(_) => None,
+    };
+    let writer = config
+        .output
+        .as_deref()
+        .map(JsonlWriter::create)
+        .transpose()?
+        .map(Arc::new);
+    let metrics = Arc::new(Metrics::new(config.cluster.workers));
+    let failure: Arc<OnceLock<String>> = Arc::default();
+
+    let job = {
+        let (metrics, failure, stop, writer) = (
+            metrics.clone(),
+            failure.clone(),
+            stop.clone(),
+            writer.clone(),
+        );
+        let (source, lateness_ms) = (config.source.clone(), config.lateness_ms);
+        // Global worker index = process × workers + local index.
+        let workers_per_process = config.cluster.workers;
+        move |worker: &mut timely::worker::Worker| {
+            let probe = ProbeHandle::new();
+            let ctx = SourceContext {
+                metrics: metrics.clone(),
+                lateness_ms,
+                probe: probe.clone(),
+                local_index: worker.index() % workers_per_process,
+                failure: failure.clone(),
+            };
+            let exchange = plan.as_ref().map(|p| ChunkExchange::new(worker, p));
+            worker.dataflow::<u64, _, _>(|scope| {
+                let readings = match (&source, exchange) {
+                    (SourceConfig::File { .. }, Some(exchange)) => {
+                        // `plan` is Some exactly when the source is a file.
+                        let plan = plan
+                            .clone()
+                            .unwrap_or_else(|| unreachable!("file source without a plan"));
+                        file_source(scope, plan, exchange, ctx.clone())
+                    }
+                    (SourceConfig::Generator(cfg), _) => generator(scope, cfg.clone(), ctx.clone()),
+                    (SourceConfig::File { .. }, None) => unreachable!("file source without a plan"),
+                };
+                let windows = crate::dataflow::windows(readings, metrics.clone());
+                if let Some(writer) = &writer {
+                    jsonl_sink(windows.clone(), writer.clone(), ctx.clone());
+                }
+                windows.probe_with(&probe);
+            });
+            while !stop.load(Ordering::Relaxed) && failure.get().is_none() {
+                if !worker.step_or_park(Some(Duration::from_millis(50))) {
+                    break;
+                }
+            }
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        }
+    };
+    let guards = timely::execute(config.cluster.timely(), job).map_err(RunError::Timely)?;
+
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let results: Vec<Result<(), String>> = guards.join();
+        let _ = done_tx.send(results);
+    });
+    let mut previous = metrics.snapshot();
+    let results = loop {
+        match done_rx.recv_timeout(config.progress_interval) {
+            Ok(results) => break results,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = metrics.snapshot();
+                log_progress(&previous, &now, config.progress_interval);
+                previous = now;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break vec![Err("worker join thread vanished".into())];
+            }
+        }
+    };
+    if let Some(writer) = &writer {
+        writer.flush()?;
+    }
+    if let Some(message) = results.into_iter().find_map(Result::err) {
+        return Err(RunError::WorkerPanic(message));
+    }
+    if let Some(message) = failure.get() {
+        return Err(RunError::Aborted(message.clone()));
+    }
+    Ok(Summary {
+        totals: metrics.snapshot(),
+        elapsed: started.elapsed(),
+        interrupted: stop.load(Ordering::Relaxed),
+        output: writer.map(|w| w.path().to_owned()),
+    })
+}

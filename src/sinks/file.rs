@@ -1,0 +1,118 @@
+//! The JSON-lines features sink (`--output FILE`).
+//!
+//! Every worker of a process writes into one shared buffered file. A worker serialises a
+//! whole batch into its own buffer first and takes the lock once per batch, so writers do
+//! not contend per record. Line order across workers is not defined; each line is one
+//! complete weather-features object. With several processes each writes its own file,
+//! named by the `{process}` placeholder in the path.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::schema::WindowFeatures;
+use crate::sources::SourceContext;
+
+/// Why the output file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Creating the file failed.
+    #[error("cannot create output file {path}")]
+    Create {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing or flushing failed (disk full, file removed, …).
+    #[error("cannot write output file {path}")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A JSONL file shared by the workers of one process.
+#[derive(Debug)]
+pub struct JsonlWriter {
+    path: PathBuf,
+    file: Mutex<BufWriter<File>>,
+}
+
+impl JsonlWriter {
+    /// Creates (truncates) the file.
+    pub fn create(path: &Path) -> Result<JsonlWriter, SinkError> {
+        let file = File::create(path).map_err(|source| SinkError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(JsonlWriter {
+            path: path.to_owned(),
+            file: Mutex::new(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends pre-serialised lines.
+    pub fn append(&self, bytes: &[u8]) -> Result<(), SinkError> {
+        // A poisoned lock only means another worker panicked mid-write; the buffer itself
+        // is still a valid byte buffer, so keep writing rather than cascade the panic.
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(bytes).map_err(|source| SinkError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Flushes buffered lines to the file.
+    pub fn flush(&self) -> Result<(), SinkError> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.flush().map_err(|source| SinkError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Writes every window of `windows` to `writer`, one JSON object per line.
+pub fn jsonl_sink(
+    windows: StreamVec<'_, u64, WindowFeatures>,
+    writer: Arc<JsonlWriter>,
+    ctx: SourceContext,
+) {
+    let mut buffer = Vec::new();
+    windows.sink(Pipeline, "JsonlSink", move |(input, _frontier)| {
+        input.for_each(|_cap, data| {
+            for window in data.iter() {
+                // Serialising plain structs of numbers and strings cannot fail.
+                if serde_json::to_writer(&mut buffer, window).is_ok() {
+                    buffer.push(b'\n');
+                }
+            }
+        });
+        if !buffer.is_empty() {
+            if let Err(e) = writer.append(&buffer) {
+                ctx.fail(format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ));
+            }
+            buffer.clear();
+        }
+    });
+}

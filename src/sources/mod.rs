@@ -1,0 +1,60 @@
+//! Sources: where readings enter the dataflow, and where event time is decided.
+//!
+//! Every source sends a reading at the timely time of its event minute
+//! (`floor_minute(timestamp_ms)`) and holds its capability at the minute of its watermark,
+//! `max event time seen − lateness` (DESIGN §4). A reading older than the watermark is late:
+//! it is counted and dropped, because the windows it belongs to may already be closed.
+//! Invalid readings are counted by reason and never enter the dataflow.
+//!
+//! Sources also pace themselves against a probe at the end of the dataflow: a worker does
+//! not run more than [`MAX_AHEAD_MS`] of event time ahead of the slowest part of the
+//! cluster. Timely has no backpressure between operators; without this, a fast worker's
+//! readings pile up downstream waiting for a slow worker's watermark (the pitfall the
+//! issue describes for Flink and Bytewax).
+
+pub mod file;
+pub mod generator;
+
+use std::sync::{Arc, OnceLock};
+
+use timely::dataflow::ProbeHandle;
+
+use crate::metrics::Metrics;
+
+/// How far (event time, ms) a source may run ahead of the dataflow's output frontier.
+pub const MAX_AHEAD_MS: u64 = 30 * 60_000;
+
+/// What every source needs from the worker that runs it.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// Counters for this process.
+    pub metrics: Arc<Metrics>,
+    /// Allowed lateness, ms.
+    pub lateness_ms: u64,
+    /// The output frontier of the dataflow, for pacing.
+    pub probe: ProbeHandle<u64>,
+    /// This worker's index within its process, for per-worker metrics.
+    pub local_index: usize,
+    /// The first fatal error of any operator in this process; the run loop stops on it.
+    pub failure: Arc<OnceLock<String>>,
+}
+
+impl SourceContext {
+    /// Records a fatal error (an unreadable input, an unwritable output). The run stops
+    /// and the process exits non-zero: continuing would silently lose data.
+    pub fn fail(&self, message: String) {
+        tracing::error!(error = %message, "fatal");
+        let _ = self.failure.set(message);
+    }
+
+    /// Whether data at event time `ms` may be sent now without running too far ahead.
+    ///
+    /// A frontier still at 0 means some worker has not started yet; the limit only makes
+    /// sense once every source has established its watermark.
+    pub fn may_send(&self, ms: u64) -> bool {
+        self.probe.with_frontier(|f| match f.first() {
+            None | Some(0) => true,
+            Some(&lowest) => ms <= lowest.saturating_add(MAX_AHEAD_MS),
+        })
+    }
+}
