@@ -478,7 +478,7 @@ mod tests {
             c.source,
             SourceConfig::Generator(GeneratorConfig {
                 speed: Speed::Max,
-                start_ms: 1_763_596_800_000,
+                start_ms: 1_795_132_800_000,
                 ..
             })
         ));

@@ -94,8 +94,8 @@ mod tests {
         };
         let f = WindowFeatures {
             station_id: "berlin".into(),
-            window_start: 1_763_639_760_000,
-            window_end: 1_763_640_060_000,
+            window_start: 1_795_175_760_000,
+            window_end: 1_795_176_060_000,
             count: 30,
             temperature: Some(stats),
             humidity: None,

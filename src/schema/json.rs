@@ -284,15 +284,15 @@ mod tests {
         assert!(fast(line).is_some());
         let r = parse_json(line, 7).unwrap();
         assert_eq!(r.station, "berlin");
-        assert_eq!(r.timestamp_ms, 1_763_640_010_000);
+        assert_eq!(r.timestamp_ms, 1_795_176_010_000);
         assert_eq!(r.seq, 7);
         assert_eq!(r.values, [11_900, 81_000, 1_006_000, 2_100]);
     }
 
     #[test]
     fn epoch_millis_nulls_absent_fields_and_unknown_fields() {
-        let r = parse_json(br#"{"timestamp":1763640010000,"station_id":"a","temperature":-3.25,"humidity":null,"wind_direction":270,"note":"x"}"#, 0).unwrap();
-        assert_eq!(r.timestamp_ms, 1_763_640_010_000);
+        let r = parse_json(br#"{"timestamp":1795176010000,"station_id":"a","temperature":-3.25,"humidity":null,"wind_direction":270,"note":"x"}"#, 0).unwrap();
+        assert_eq!(r.timestamp_ms, 1_795_176_010_000);
         assert_eq!(r.values, [-3_250, MISSING, MISSING, MISSING]);
         let geo = br#"{"station_id":"a","timestamp":0,"temperature":1,"latitude":52.520008,"longitude":-1.3e1}"#;
         assert!(
