@@ -58,9 +58,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         other => {
-            return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m or h)"
-            ));
+            return Err(format!("unknown duration unit {other:?} (use ms, s, m or h)"));
         }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
@@ -120,34 +118,21 @@ pub enum Command {
     /// Run the streaming job (the default).
     #[command(disable_help_flag = true)]
     Run(RunArgs),
+    /// Write generator readings to a weather-raw JSONL file (benchmark and test input).
+    Generate(GenerateArgs),
 }
 
 /// Flags of `weatherflow run`.
 #[derive(Clone, Debug, Args)]
 pub struct RunArgs {
     /// Worker threads per process.
-    #[arg(
-        short = 'w',
-        long = "workers",
-        env = "WEATHERFLOW_WORKERS",
-        default_value_t = 1
-    )]
+    #[arg(short = 'w', long = "workers", env = "WEATHERFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
     /// Number of processes in the timely cluster.
-    #[arg(
-        short = 'n',
-        long = "processes",
-        env = "WEATHERFLOW_PROCESSES",
-        default_value_t = 1
-    )]
+    #[arg(short = 'n', long = "processes", env = "WEATHERFLOW_PROCESSES", default_value_t = 1)]
     pub processes: usize,
     /// Index of this process in the cluster (0-based).
-    #[arg(
-        short = 'p',
-        long = "process",
-        env = "WEATHERFLOW_PROCESS",
-        default_value_t = 0
-    )]
+    #[arg(short = 'p', long = "process", env = "WEATHERFLOW_PROCESS", default_value_t = 0)]
     pub process: usize,
     /// Hostfile: one `host:port` per line, process 0 first. Default: localhost:2101, 2102, ….
     #[arg(short = 'h', long = "hostfile", env = "WEATHERFLOW_HOSTFILE")]
@@ -163,24 +148,12 @@ pub struct RunArgs {
     /// must contain `{process}`, replaced by the process index.
     #[arg(long, env = "WEATHERFLOW_OUTPUT")]
     pub output: Option<PathBuf>,
-    /// Generator: number of stations.
-    #[arg(long, env = "WEATHERFLOW_STATIONS", default_value_t = 100)]
-    pub stations: u64,
-    /// Generator: seed of all random streams; the same seed gives the same readings.
-    #[arg(long, env = "WEATHERFLOW_SEED", default_value_t = 42)]
-    pub seed: u64,
+    /// Generator settings.
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
     /// Generator: event-time pace. `1` is real time, `60` a minute per second, `max` as fast as possible.
     #[arg(long, env = "WEATHERFLOW_SPEED", default_value = "60", value_parser = parse_speed)]
     pub speed: Speed,
-    /// Generator: stop after this many readings (over all workers). Default: run until Ctrl-C.
-    #[arg(long, env = "WEATHERFLOW_EVENTS")]
-    pub events: Option<u64>,
-    /// Generator: event time of the first reading (RFC 3339). Default: now, to the minute.
-    #[arg(long, env = "WEATHERFLOW_START")]
-    pub start: Option<String>,
-    /// Generator: time between two readings of one station.
-    #[arg(long, env = "WEATHERFLOW_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub interval: Duration,
     /// Allowed lateness: readings older than (latest event time − lateness) are dropped.
     #[arg(long, env = "WEATHERFLOW_LATENESS", default_value = "10s", value_parser = parse_duration)]
     pub lateness: Duration,
@@ -193,6 +166,93 @@ pub struct RunArgs {
     /// Log format. Filter with RUST_LOG (default `info`).
     #[arg(long, value_enum, env = "WEATHERFLOW_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Flags of the built-in generator, shared by `run` and `generate`.
+#[derive(Clone, Debug, Args)]
+pub struct GeneratorArgs {
+    /// Generator: number of stations.
+    #[arg(long, env = "WEATHERFLOW_STATIONS", default_value_t = 100)]
+    pub stations: u64,
+    /// Generator: seed of all random streams; the same seed gives the same readings.
+    #[arg(long, env = "WEATHERFLOW_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Generator: stop after this many readings (over all workers). Default: run until Ctrl-C.
+    #[arg(long, env = "WEATHERFLOW_EVENTS")]
+    pub events: Option<u64>,
+    /// Generator: event time of the first reading (RFC 3339). Default: now, to the minute.
+    #[arg(long, env = "WEATHERFLOW_START")]
+    pub start: Option<String>,
+    /// Generator: time between two readings of one station.
+    #[arg(long, env = "WEATHERFLOW_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Generator: do not inject faults (spikes, stuck sensors, bad values, duplicates, late re-deliveries).
+    #[arg(long, env = "WEATHERFLOW_NO_FAULTS")]
+    pub no_faults: bool,
+}
+
+impl GeneratorArgs {
+    /// Validates the generator flags.
+    pub fn into_config(self, speed: Speed) -> Result<GeneratorConfig, ConfigError> {
+        if self.stations == 0 {
+            return Err(invalid("--stations", "must be at least 1"));
+        }
+        let interval_ms = self.interval.as_millis() as u64;
+        if interval_ms == 0 {
+            return Err(invalid("--interval", "must be at least 1ms"));
+        }
+        let start_ms = match &self.start {
+            Some(text) => {
+                parse_rfc3339(text).ok_or_else(|| invalid("--start", format!("{text:?} is not an RFC 3339 time")))?
+            }
+            None => floor_minute(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            ),
+        };
+        Ok(GeneratorConfig {
+            stations: self.stations,
+            seed: self.seed,
+            speed,
+            events: self.events,
+            start_ms,
+            interval_ms,
+            faults: !self.no_faults,
+        })
+    }
+}
+
+/// Flags of `weatherflow generate`.
+#[derive(Clone, Debug, Args)]
+pub struct GenerateArgs {
+    /// Generator settings.
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Event time to cover per station (e.g. `24h`); sets `--events` to stations × duration / interval.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// The weather-raw JSONL file to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Log format. Filter with RUST_LOG (default `info`).
+    #[arg(long, value_enum, env = "WEATHERFLOW_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl GenerateArgs {
+    /// Validates the flags: the generator settings, with a bounded number of readings.
+    pub fn into_config(self) -> Result<(GeneratorConfig, PathBuf), ConfigError> {
+        let mut cfg = self.generator.into_config(Speed::Max)?;
+        if let Some(d) = self.duration {
+            let steps = d.as_millis() as u64 / cfg.interval_ms;
+            cfg.events = Some(cfg.events.map_or(steps * cfg.stations, |e| e.min(steps * cfg.stations)));
+        }
+        if cfg.events.is_none() {
+            return Err(invalid("--events", "generate needs --events or --duration"));
+        }
+        Ok((cfg, self.output))
+    }
 }
 
 /// The shape of the timely cluster.
@@ -231,10 +291,7 @@ impl Cluster {
                 idle_merge_effort: Some(1_000),
             },
         );
-        timely::Config {
-            communication,
-            worker,
-        }
+        timely::Config { communication, worker }
     }
 }
 
@@ -281,20 +338,16 @@ impl RunArgs {
         if self.process >= self.processes {
             return Err(invalid(
                 "--process",
-                format!(
-                    "{} is not below --processes {}",
-                    self.process, self.processes
-                ),
+                format!("{} is not below --processes {}", self.process, self.processes),
             ));
         }
         let addresses = match (&self.hostfile, self.processes) {
             (_, 1) => vec![String::new()],
             (Some(path), n) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::Hostfile {
-                        path: path.clone(),
-                        source,
-                    })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Hostfile {
+                    path: path.clone(),
+                    source,
+                })?;
                 let hosts: Vec<String> = text
                     .lines()
                     .map(str::trim)
@@ -325,40 +378,12 @@ impl RunArgs {
                         "with several processes the path must contain {process}, so processes do not overwrite each other",
                     ));
                 }
-                Some(PathBuf::from(
-                    text.replace("{process}", &self.process.to_string()),
-                ))
+                Some(PathBuf::from(text.replace("{process}", &self.process.to_string())))
             }
             other => other,
         };
         let source = match self.source {
-            SourceKind::Generator => {
-                if self.stations == 0 {
-                    return Err(invalid("--stations", "must be at least 1"));
-                }
-                let interval_ms = self.interval.as_millis() as u64;
-                if interval_ms == 0 {
-                    return Err(invalid("--interval", "must be at least 1ms"));
-                }
-                let start_ms = match &self.start {
-                    Some(text) => parse_rfc3339(text).ok_or_else(|| {
-                        invalid("--start", format!("{text:?} is not an RFC 3339 time"))
-                    })?,
-                    None => floor_minute(
-                        SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                    ),
-                };
-                SourceConfig::Generator(GeneratorConfig {
-                    stations: self.stations,
-                    seed: self.seed,
-                    speed: self.speed,
-                    events: self.events,
-                    start_ms,
-                    interval_ms,
-                })
-            }
+            SourceKind::Generator => SourceConfig::Generator(self.generator.into_config(self.speed)?),
             SourceKind::File => {
                 if self.input.is_empty() {
                     return Err(invalid(
@@ -459,10 +484,7 @@ mod tests {
             "out-{process}.jsonl",
         ])
         .unwrap();
-        assert_eq!(
-            c.cluster.addresses,
-            vec!["localhost:2101", "localhost:2102"]
-        );
+        assert_eq!(c.cluster.addresses, vec!["localhost:2101", "localhost:2102"]);
         assert_eq!(c.output, Some(PathBuf::from("out-1.jsonl")));
         let c = parse(&[
             "weatherflow",
@@ -492,10 +514,7 @@ mod tests {
             (&["weatherflow", "-n", "2", "-p", "2"], "--process"),
             (&["weatherflow", "--source", "file"], "--input"),
             (&["weatherflow", "--stations", "0"], "--stations"),
-            (
-                &["weatherflow", "-n", "2", "--output", "x.jsonl"],
-                "--output",
-            ),
+            (&["weatherflow", "-n", "2", "--output", "x.jsonl"], "--output"),
             (&["weatherflow", "--start", "noon"], "--start"),
         ] {
             let err = parse(args).unwrap_err();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use weatherflow::config::{Cli, Command, LogFormat};
+use weatherflow::config::{Cli, Command, GenerateArgs, LogFormat};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -22,12 +22,21 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Run(args)) => args,
-        None => cli.run,
+    let result = match cli.command {
+        Some(Command::Generate(args)) => {
+            init_tracing(args.log_format);
+            generate(args)
+        }
+        Some(Command::Run(args)) => {
+            init_tracing(args.log_format);
+            run(args)
+        }
+        None => {
+            init_tracing(cli.run.log_format);
+            run(cli.run)
+        }
     };
-    init_tracing(args.log_format);
-    match run(args) {
+    match result {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -51,5 +60,26 @@ fn run(args: weatherflow::config::RunArgs) -> anyhow::Result<ExitCode> {
     .context("cannot install the Ctrl-C/SIGTERM handler")?;
     let summary = weatherflow::run::run(config, stop)?;
     eprint!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let (config, path) = args.into_config()?;
+    let started = std::time::Instant::now();
+    let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let total = config.events.unwrap_or(0);
+    let lines = weatherflow::sources::generator::write_jsonl(&config, &mut out, |n| {
+        tracing::info!(lines = n, of = total, "generating");
+    })
+    .and_then(|n| std::io::Write::flush(&mut out).map(|()| n))
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "wrote {lines} readings ({:.1} MB) to {} in {:.1} s",
+        bytes as f64 / 1e6,
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

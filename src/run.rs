@@ -66,11 +66,7 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.totals;
         let secs = self.elapsed.as_secs_f64().max(1e-9);
-        let ending = if self.interrupted {
-            "stopped"
-        } else {
-            "input complete"
-        };
+        let ending = if self.interrupted { "stopped" } else { "input complete" };
         writeln!(f, "weatherflow summary ({ending})")?;
         writeln!(f, "  wall time         {:.3} s", secs)?;
         writeln!(
@@ -101,13 +97,8 @@ fn now_ms() -> u64 {
 
 fn log_progress(previous: &Snapshot, now: &Snapshot, interval: Duration) {
     let rate = (now.records_in - previous.records_in) as f64 / interval.as_secs_f64();
-    let watermark = now
-        .watermark_ms
-        .map(format_rfc3339)
-        .unwrap_or_else(|| "-".into());
-    let lag_s = now
-        .watermark_ms
-        .map(|w| (now_ms() as f64 - w as f64) / 1000.0);
+    let watermark = now.watermark_ms.map(format_rfc3339).unwrap_or_else(|| "-".into());
+    let lag_s = now.watermark_ms.map(|w| (now_ms() as f64 - w as f64) / 1000.0);
     tracing::info!(
         events_per_s = rate.round() as u64,
         readings = now.records_in,
@@ -126,10 +117,7 @@ fn log_progress(previous: &Snapshot, now: &Snapshot, interval: Duration) {
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     let started = Instant::now();
     let plan = match &config.source {
-        SourceConfig::File {
-            inputs,
-            chunk_bytes,
-        } => {
+        SourceConfig::File { inputs, chunk_bytes } => {
             let plan = Plan::new(inputs, *chunk_bytes)?;
             tracing::info!(
                 files = plan.files.len(),
@@ -151,12 +139,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     let failure: Arc<OnceLock<String>> = Arc::default();
 
     let job = {
-        let (metrics, failure, stop, writer) = (
-            metrics.clone(),
-            failure.clone(),
-            stop.clone(),
-            writer.clone(),
-        );
+        let (metrics, failure, stop, writer) = (metrics.clone(), failure.clone(), stop.clone(), writer.clone());
         let (source, lateness_ms) = (config.source.clone(), config.lateness_ms);
         // Global worker index = process × workers + local index.
         let workers_per_process = config.cluster.workers;
@@ -182,7 +165,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                     (SourceConfig::Generator(cfg), _) => generator(scope, cfg.clone(), ctx.clone()),
                     (SourceConfig::File { .. }, None) => unreachable!("file source without a plan"),
                 };
-                let windows = crate::dataflow::windows(readings, metrics.clone());
+                let fatal = ctx.clone();
+                let windows = crate::dataflow::windows(readings, metrics.clone(), move |m| fatal.fail(m));
                 if let Some(writer) = &writer {
                     jsonl_sink(windows.clone(), writer.clone(), ctx.clone());
                 }

@@ -22,11 +22,12 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::{Stream, StreamVec};
 use timely::progress::frontier::MutableAntichain;
 
-use super::window::{TrendDelta, WindowAgg};
+use super::pane::{StationKey, StationNames};
+use super::window::{TrendDelta, WindowStats};
 use crate::metrics::Metrics;
-use crate::schema::{MINUTE_MS, StationId, Trend, Var, WindowFeatures};
+use crate::schema::{MINUTE_MS, Trend, Var, WindowFeatures};
 
-type Updates<D> = Vec<((StationId, D), u64, isize)>;
+type Updates<D> = Vec<((StationKey, D), u64, isize)>;
 
 /// A tiny multiset: the accumulated updates of one value per station. Between a `−old`
 /// and a `+new` at the same time it briefly holds two entries.
@@ -58,13 +59,15 @@ impl<V> Default for Accum<V> {
 
 #[derive(Debug, Default)]
 struct Station {
-    window: Accum<WindowAgg>,
+    window: Accum<WindowStats>,
     trend: Accum<TrendDelta>,
 }
 
-enum Change {
-    Window(StationId, WindowAgg, isize),
-    Trend(StationId, TrendDelta, isize),
+/// Updates waiting for their time to close, by kind.
+#[derive(Default)]
+struct Pending {
+    windows: Vec<(StationKey, WindowStats, isize)>,
+    trends: Vec<(StationKey, TrendDelta, isize)>,
 }
 
 fn lower(frontier: &MutableAntichain<u64>) -> Option<u64> {
@@ -73,108 +76,91 @@ fn lower(frontier: &MutableAntichain<u64>) -> Option<u64> {
 
 /// Emits one [`WindowFeatures`] per live station and closed window end, at time `E`.
 pub fn emit_windows<'s>(
-    windows: Stream<'s, u64, Updates<WindowAgg>>,
+    windows: Stream<'s, u64, Updates<WindowStats>>,
     trends: Stream<'s, u64, Updates<TrendDelta>>,
+    names: StationNames,
     metrics: Arc<Metrics>,
 ) -> StreamVec<'s, u64, WindowFeatures> {
-    windows.binary_frontier(
-        trends,
-        Pipeline,
-        Pipeline,
-        "EmitWindows",
-        move |cap, _info| {
-            let mut cap = Some(cap);
-            let mut pending: BTreeMap<u64, Vec<Change>> = BTreeMap::new();
-            let mut live: FxHashMap<StationId, Station> = FxHashMap::default();
-            let mut next_end: u64 = 0;
-            move |(win_in, win_frontier), (trend_in, trend_frontier), output| {
-                win_in.for_each(|_cap, data| {
-                    for ((station, agg), time, diff) in data.drain(..) {
-                        pending
-                            .entry(time)
-                            .or_default()
-                            .push(Change::Window(station, agg, diff));
+    windows.binary_frontier(trends, Pipeline, Pipeline, "EmitWindows", move |cap, _info| {
+        let mut cap = Some(cap);
+        let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+        let mut live: FxHashMap<u64, Station> = FxHashMap::default();
+        let mut next_end: u64 = 0;
+        move |(win_in, win_frontier), (trend_in, trend_frontier), output| {
+            win_in.for_each(|_cap, data| {
+                for ((station, agg), time, diff) in data.drain(..) {
+                    pending.entry(time).or_default().windows.push((station, agg, diff));
+                }
+            });
+            trend_in.for_each(|_cap, data| {
+                for ((station, delta), time, diff) in data.drain(..) {
+                    pending.entry(time).or_default().trends.push((station, delta, diff));
+                }
+            });
+            let Some(held) = cap.as_mut() else { return };
+            let frontier = match (lower(win_frontier), lower(trend_frontier)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mut emitted = 0u64;
+            loop {
+                // With live windows every minute needs a record; otherwise skip ahead to
+                // the next time anything changes.
+                let end = if live.is_empty() {
+                    match pending.keys().next() {
+                        Some(&t) => t.max(next_end),
+                        None => break,
                     }
-                });
-                trend_in.for_each(|_cap, data| {
-                    for ((station, delta), time, diff) in data.drain(..) {
-                        pending
-                            .entry(time)
-                            .or_default()
-                            .push(Change::Trend(station, delta, diff));
-                    }
-                });
-                let Some(held) = cap.as_mut() else { return };
-                let frontier = match (lower(win_frontier), lower(trend_frontier)) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
+                } else {
+                    next_end
                 };
-                let mut emitted = 0u64;
-                loop {
-                    // With live windows every minute needs a record; otherwise skip ahead to
-                    // the next time anything changes.
-                    let end = if live.is_empty() {
-                        match pending.keys().next() {
-                            Some(&t) => t.max(next_end),
-                            None => break,
-                        }
-                    } else {
-                        next_end
-                    };
-                    if frontier.is_some_and(|f| end >= f) {
+                if frontier.is_some_and(|f| end >= f) {
+                    break;
+                }
+                while let Some(entry) = pending.first_entry() {
+                    if *entry.key() > end {
                         break;
                     }
-                    while let Some(entry) = pending.first_entry() {
-                        if *entry.key() > end {
-                            break;
-                        }
-                        for change in entry.remove() {
-                            match change {
-                                Change::Window(s, agg, d) => {
-                                    live.entry(s).or_default().window.update(agg, d)
-                                }
-                                Change::Trend(s, delta, d) => {
-                                    live.entry(s).or_default().trend.update(delta, d)
-                                }
-                            }
-                        }
+                    let Pending { windows, trends } = entry.remove();
+                    for (s, agg, d) in windows {
+                        live.entry(s.0).or_default().window.update(agg, d);
                     }
-                    live.retain(|_, st| !(st.window.0.is_empty() && st.trend.0.is_empty()));
-                    let at = held.delayed(&end);
-                    let mut session = output.session(&at);
-                    for (station, st) in &live {
-                        if let Some(agg) = st.window.current() {
-                            session.give(features(station, end, agg, st.trend.current()));
-                            emitted += 1;
-                        }
+                    for (s, delta, d) in trends {
+                        live.entry(s.0).or_default().trend.update(delta, d);
                     }
-                    next_end = end + MINUTE_MS;
                 }
-                match frontier {
-                    Some(f) => held.downgrade(&f.max(*held.time())),
-                    None => cap = None,
+                live.retain(|_, st| !(st.window.0.is_empty() && st.trend.0.is_empty()));
+                let at = held.delayed(&end);
+                let mut session = output.session(&at);
+                for (station, st) in &live {
+                    if let Some(agg) = st.window.current() {
+                        session.give(features(&names, StationKey(*station), end, agg, st.trend.current()));
+                        emitted += 1;
+                    }
                 }
-                if emitted > 0 {
-                    metrics.add_windows(emitted);
-                }
+                next_end = end + MINUTE_MS;
             }
-        },
-    )
+            match frontier {
+                Some(f) => held.downgrade(&f.max(*held.time())),
+                None => cap = None,
+            }
+            if emitted > 0 {
+                metrics.add_windows(emitted);
+            }
+        }
+    })
 }
 
-fn features(
-    station: &StationId,
-    end: u64,
-    agg: &WindowAgg,
-    trend: Option<&TrendDelta>,
-) -> WindowFeatures {
+fn features(names: &StationNames, key: StationKey, end: u64, agg: &WindowStats, trend: Option<&TrendDelta>) -> WindowFeatures {
     let stats = |var: Var| agg.vars[var as usize].stats();
     let change = |var: Var| trend.and_then(|t| t.value(var));
+    // The pane builder on this worker registered every key before its first pane.
+    let station_id = names.borrow().get(&key.0).map_or_else(|| format!("{:016x}", key.0), |s| s.to_string());
     WindowFeatures {
-        station_id: station.to_string(),
+        station_id,
         window_start: end - super::pane::WINDOW_MINUTES * MINUTE_MS,
         window_end: end,
-        count: agg.count,
+        count: u64::from(agg.count),
         temperature: stats(Var::Temperature),
         humidity: stats(Var::Humidity),
         pressure: stats(Var::Pressure),

@@ -33,35 +33,40 @@ pub mod emit;
 pub mod pane;
 pub mod window;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::dataflow::StreamVec;
 
 use crate::metrics::Metrics;
-use crate::schema::{MINUTE_MS, Reading, StationId, WindowFeatures};
-use window::{TrendDelta, WindowAgg};
+use crate::schema::{MINUTE_MS, Reading, WindowFeatures};
+use pane::{StationKey, StationNames};
+use window::{TrendDelta, WindowStats};
 
 /// Builds the window pipeline over a stream of readings timed at their event minute.
+/// `on_fatal` is called when the run cannot continue correctly (a station key collision).
 pub fn windows<'s>(
     readings: StreamVec<'s, u64, Reading>,
     metrics: Arc<Metrics>,
+    on_fatal: impl Fn(String) + 'static,
 ) -> StreamVec<'s, u64, WindowFeatures> {
-    let panes = pane::build_panes(readings, metrics.clone());
-    let arranged = panes.arrange_by_key_named("Arrange: Panes").reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<StationId, WindowAgg, u64, isize>, _, _>(
-        "Windows",
-        |_station, live_panes, output| output.push((WindowAgg::from_panes(live_panes), 1)),
-        |batch, station, updates| {
-            batch.clear();
-            batch.extend(updates.drain(..).map(|(agg, t, r)| ((station.clone(), agg), t, r)));
-        },
-    );
-    let windows = arranged
-        .clone()
-        .as_collection(|station, agg| (station.clone(), *agg));
-    let previous = windows.clone().delay(|t| t + MINUTE_MS).arrange_by_key();
-    let trends = arranged.join_core(previous, |station, now, prev| {
-        Some((station.clone(), TrendDelta::between(now, prev)))
-    });
-    emit::emit_windows(windows.inner, trends.inner, metrics)
+    let names: StationNames = Rc::default();
+    let panes = pane::build_panes(readings, names.clone(), on_fatal, metrics.clone());
+    let arranged = panes
+        .arrange_by_key_named("Arrange: Panes")
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<StationKey, WindowStats, u64, isize>, _, _>(
+            "Windows",
+            |_station, live_panes, output| output.push((WindowStats::from_panes(live_panes), 1)),
+            |batch, station, updates| {
+                batch.clear();
+                batch.extend(updates.drain(..).map(|(stats, t, r)| ((*station, stats), t, r)));
+            },
+        );
+    let windows = arranged.clone().as_collection(|station, stats| (*station, *stats));
+    // Only the means cross the join: the previous window's other statistics are not needed.
+    let previous = windows.clone().map(|(station, stats)| (station, stats.means())).delay(|t| t + MINUTE_MS).arrange_by_key();
+    let trends =
+        arranged.join_core(previous, |station, now, prev| Some((*station, TrendDelta::between(&now.means(), prev))));
+    emit::emit_windows(windows.inner, trends.inner, names, metrics)
 }

@@ -12,7 +12,9 @@
 //! Deduplication needs all copies of a (station, timestamp) in one place, which is why it
 //! happens here, after the exchange, rather than in the sources.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
@@ -28,6 +30,41 @@ use crate::schema::{MINUTE_MS, Reading, StationId, Var, floor_minute};
 
 /// Window length in minutes; a pane lives in this many consecutive windows.
 pub const WINDOW_MINUTES: u64 = 5;
+
+/// A station as differential sees it: a 64-bit hash of its identifier.
+///
+/// Arrangements sort and move their keys constantly; a `u64` compares in one instruction
+/// where a string needs `memcmp`. The hash is also the routing hash (see the `Hashable`
+/// impl), so a station's panes, windows, trends and name all live on one worker. The pane
+/// builder, which sees the identifiers, records each key's name in [`StationNames`] and
+/// stops the run if two identifiers ever share a key (probability ≈ n²/2⁶⁵).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StationKey(pub u64);
+
+impl Hashable for StationKey {
+    type Output = u64;
+    fn hashed(&self) -> u64 {
+        self.0
+    }
+}
+
+impl StationKey {
+    /// FNV-1a over the bytes, finished with the SplitMix64 mixer so every bit (the
+    /// exchange uses the low ones) depends on every byte.
+    pub fn of(station: &str) -> StationKey {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in station.as_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        StationKey(h ^ (h >> 31))
+    }
+}
+
+/// Station names by key, for the stations this worker owns. Shared by the pane builder
+/// (writer) and the emitter (reader) of one worker, hence `Rc`.
+pub type StationNames = Rc<RefCell<FxHashMap<u64, StationId>>>;
 
 /// Exact moments of one variable over the readings of one pane.
 ///
@@ -84,9 +121,7 @@ impl VarMoments {
 }
 
 /// All readings of one station in one event minute, deduplicated.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Pane {
     /// Distinct readings.
     pub count: u32,
@@ -128,22 +163,26 @@ impl Pane {
     }
 }
 
+/// Open minutes: a capability for the minute and each station's samples in it.
+type OpenMinutes = BTreeMap<u64, (Capability<u64>, FxHashMap<StationId, Vec<Sample>>)>;
+
 /// The differential collection of live panes: `(station, (pane minute, pane))`, each
 /// present from `minute + 1 min` until `minute + 6 min`.
-pub type PaneCollection<'s> = VecCollection<'s, u64, (StationId, (u64, Pane)), isize>;
+pub type PaneCollection<'s> = VecCollection<'s, u64, (StationKey, (u64, Pane)), isize>;
 
 /// Builds panes from readings whose timely time is their event minute (epoch ms).
 pub fn build_panes<'s>(
     readings: StreamVec<'s, u64, Reading>,
+    names: StationNames,
+    failure: impl Fn(String) + 'static,
     metrics: Arc<Metrics>,
 ) -> PaneCollection<'s> {
     // Route with the same hash differential uses for its own arrangement exchange, so the
     // panes are already on the worker that will reduce them.
-    let pact = Exchange::new(|r: &Reading| r.station.hashed());
+    let pact = Exchange::new(|r: &Reading| StationKey::of(&r.station).0);
     readings
         .unary_frontier(pact, "Panes", move |_cap, _info| {
-            let mut open: BTreeMap<u64, (Capability<u64>, FxHashMap<StationId, Vec<Sample>>)> =
-                BTreeMap::new();
+            let mut open: OpenMinutes = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for r in data.drain(..) {
@@ -167,13 +206,25 @@ pub fn build_panes<'s>(
                     let minute = *entry.key();
                     let (cap, stations) = entry.remove();
                     let mut session = output.session(&cap);
+                    let mut names = names.borrow_mut();
                     for (station, mut samples) in stations {
+                        let key = StationKey::of(&station);
+                        match names.get(&key.0) {
+                            Some(known) if *known != station => {
+                                failure(format!("station ids {known:?} and {station:?} share the key {:016x}", key.0));
+                                continue;
+                            }
+                            Some(_) => {}
+                            None => {
+                                names.insert(key.0, station);
+                            }
+                        }
                         let (pane, dups) = Pane::from_samples(&mut samples);
                         duplicates += dups;
                         let enter = minute + MINUTE_MS;
                         let leave = minute + (WINDOW_MINUTES + 1) * MINUTE_MS;
-                        session.give(((station.clone(), (minute, pane)), enter, 1isize));
-                        session.give(((station, (minute, pane)), leave, -1isize));
+                        session.give(((key, (minute, pane)), enter, 1isize));
+                        session.give(((key, (minute, pane)), leave, -1isize));
                     }
                 }
                 if duplicates > 0 {

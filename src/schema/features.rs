@@ -73,8 +73,7 @@ mod rfc3339_ms {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        super::super::parse_rfc3339(&text)
-            .ok_or_else(|| D::Error::custom(format!("not an RFC 3339 time: {text}")))
+        super::super::parse_rfc3339(&text).ok_or_else(|| D::Error::custom(format!("not an RFC 3339 time: {text}")))
     }
 }
 

@@ -251,10 +251,7 @@ fn slow(bytes: &[u8], seq: u64) -> Result<Reading, Invalid> {
     for var in Var::ALL {
         values[var as usize] = match present(var.name()) {
             None => None,
-            Some(Value::Number(n)) => Some(
-                n.as_f64()
-                    .ok_or(Invalid::new(InvalidReason::NonFinite, var.name()))?,
-            ),
+            Some(Value::Number(n)) => Some(n.as_f64().ok_or(Invalid::new(InvalidReason::NonFinite, var.name()))?),
             Some(_) => return Err(Invalid::new(InvalidReason::WrongType, var.name())),
         };
     }
@@ -295,10 +292,7 @@ mod tests {
         assert_eq!(r.timestamp_ms, 1_795_176_010_000);
         assert_eq!(r.values, [-3_250, MISSING, MISSING, MISSING]);
         let geo = br#"{"station_id":"a","timestamp":0,"temperature":1,"latitude":52.520008,"longitude":-1.3e1}"#;
-        assert!(
-            fast(geo).is_some(),
-            "unknown numeric fields stay on the fast path"
-        );
+        assert!(fast(geo).is_some(), "unknown numeric fields stay on the fast path");
     }
 
     #[test]
@@ -308,9 +302,7 @@ mod tests {
             r#"{"station_id":"a","timestamp":"2026-11-20T12:00:10Z","temperature":-0.005,"pressure":1099.999}"#,
             r#" { "station_id" : "a" , "timestamp" : 5 , "temperature" : 60 } "#,
         ] {
-            let fast = fast(line.as_bytes())
-                .expect("fast path takes this")
-                .validate(0);
+            let fast = fast(line.as_bytes()).expect("fast path takes this").validate(0);
             assert_eq!(fast, slow(line.as_bytes(), 0), "{line}");
         }
     }
@@ -338,15 +330,10 @@ mod tests {
     fn every_invalid_reason_is_named() {
         let ts = r#""timestamp":"2026-11-20T12:00:10Z""#;
         assert_eq!(reason("not json"), InvalidReason::MalformedJson);
-        assert_eq!(
-            reason(r#"{"station_id":"a","#),
-            InvalidReason::MalformedJson
-        );
+        assert_eq!(reason(r#"{"station_id":"a","#), InvalidReason::MalformedJson);
         assert_eq!(reason("[1,2]"), InvalidReason::MalformedJson);
         assert_eq!(
-            reason(&format!(
-                r#"{{"station_id":"a",{ts},"temperature":1,"lat":01}}"#
-            )),
+            reason(&format!(r#"{{"station_id":"a",{ts},"temperature":1,"lat":01}}"#)),
             InvalidReason::MalformedJson
         );
         assert_eq!(
@@ -387,9 +374,7 @@ mod tests {
             InvalidReason::WrongType
         );
         assert_eq!(
-            reason(&format!(
-                r#"{{"station_id":"a",{ts},"temperature":1,"humidity":true}}"#
-            )),
+            reason(&format!(r#"{{"station_id":"a",{ts},"temperature":1,"humidity":true}}"#)),
             InvalidReason::WrongType
         );
         assert_eq!(
@@ -417,9 +402,7 @@ mod tests {
             InvalidReason::NonFinite
         );
         assert_eq!(
-            reason(&format!(
-                r#"{{"station_id":"a",{ts},"temperature":60.001}}"#
-            )),
+            reason(&format!(r#"{{"station_id":"a",{ts},"temperature":60.001}}"#)),
             InvalidReason::OutOfRange
         );
         assert_eq!(
@@ -433,9 +416,7 @@ mod tests {
             InvalidReason::OutOfRange
         );
         assert_eq!(
-            reason(&format!(
-                r#"{{"station_id":"a",{ts},"temperature":1,"pressure":299}}"#
-            )),
+            reason(&format!(r#"{{"station_id":"a",{ts},"temperature":1,"pressure":299}}"#)),
             InvalidReason::OutOfRange
         );
         assert_eq!(
@@ -450,9 +431,7 @@ mod tests {
         );
         let long = "s".repeat(65);
         assert_eq!(
-            reason(&format!(
-                r#"{{"station_id":"{long}",{ts},"temperature":1}}"#
-            )),
+            reason(&format!(r#"{{"station_id":"{long}",{ts},"temperature":1}}"#)),
             InvalidReason::StationIdTooLong
         );
         let exact = "s".repeat(64);
@@ -476,8 +455,7 @@ mod tests {
             ("pressure", "1100"),
             ("wind_speed", "120"),
         ] {
-            let line =
-                format!(r#"{{"station_id":"a","timestamp":0,"temperature":1,"{field}":{v}}}"#);
+            let line = format!(r#"{{"station_id":"a","timestamp":0,"temperature":1,"{field}":{v}}}"#);
             assert!(parse_json(line.as_bytes(), 0).is_ok(), "{line}");
         }
     }

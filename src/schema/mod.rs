@@ -49,12 +49,7 @@ pub enum Var {
 
 impl Var {
     /// All variables, indexable by `var as usize`.
-    pub const ALL: [Var; 4] = [
-        Var::Temperature,
-        Var::Humidity,
-        Var::Pressure,
-        Var::WindSpeed,
-    ];
+    pub const ALL: [Var; 4] = [Var::Temperature, Var::Humidity, Var::Pressure, Var::WindSpeed];
 
     /// The JSON field name.
     pub fn name(self) -> &'static str {
@@ -153,10 +148,7 @@ impl Invalid {
         }
     }
     pub(crate) fn record(reason: InvalidReason) -> Self {
-        Invalid {
-            reason,
-            field: None,
-        }
+        Invalid { reason, field: None }
     }
 }
 

@@ -88,11 +88,7 @@ impl JsonlWriter {
 }
 
 /// Writes every window of `windows` to `writer`, one JSON object per line.
-pub fn jsonl_sink(
-    windows: StreamVec<'_, u64, WindowFeatures>,
-    writer: Arc<JsonlWriter>,
-    ctx: SourceContext,
-) {
+pub fn jsonl_sink(windows: StreamVec<'_, u64, WindowFeatures>, writer: Arc<JsonlWriter>, ctx: SourceContext) {
     let mut buffer = Vec::new();
     windows.sink(Pipeline, "JsonlSink", move |(input, _frontier)| {
         input.for_each(|_cap, data| {

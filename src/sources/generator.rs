@@ -12,6 +12,7 @@
 //! readings therefore depends only on the flags, never on `-w`, `-n` or timing. Readings
 //! are ordered by step `k` then station `s`; `--events N` keeps the first `N` of that order.
 
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::operator::source;
@@ -19,7 +20,7 @@ use timely::dataflow::{Scope, StreamVec};
 
 use super::SourceContext;
 use crate::metrics::SourceTally;
-use crate::schema::{RawReading, Reading, floor_minute};
+use crate::schema::{RawReading, Reading, floor_minute, format_rfc3339};
 
 /// Event-time pace of the generator.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,6 +46,9 @@ pub struct GeneratorConfig {
     pub start_ms: u64,
     /// Cadence of each station, ms.
     pub interval_ms: u64,
+    /// Whether to inject faults (spikes, stuck sensors, bad values, duplicates, late
+    /// re-deliveries). Off gives clean, strictly time-ordered readings.
+    pub faults: bool,
 }
 
 /// SplitMix64: tiny, fast, and good enough for synthetic weather.
@@ -71,7 +75,7 @@ impl Rng {
         (self.unit() + self.unit() + self.unit() + self.unit() - 2.0) * 3f64.sqrt()
     }
     fn chance(&mut self, one_in: u64) -> bool {
-        self.next_u64() % one_in == 0
+        self.next_u64().is_multiple_of(one_in)
     }
 }
 
@@ -124,18 +128,16 @@ impl Station {
 
     /// The readings of one step at `t`: usually one, sometimes a duplicate or a late
     /// re-delivery beside it. Values are rounded as real stations report them.
-    fn step(&mut self, t: u64, start_ms: u64, out: &mut Vec<(u64, [Option<f64>; 4])>) {
+    fn step(&mut self, t: u64, cfg: &GeneratorConfig, out: &mut Vec<(u64, [Option<f64>; 4])>) {
+        let faults = cfg.faults;
         let rng = &mut self.rng;
         let hours = t as f64 / 3_600_000.0 + self.longitude / 15.0;
         let solar = hours.rem_euclid(24.0);
         let cycle = (std::f64::consts::TAU * (solar - 15.0) / 24.0).cos();
         let mut temp = self.base_temp + self.amplitude * cycle + 0.15 * rng.normal();
         self.pressure += 0.03 * rng.normal() + 0.002 * (self.base_pressure - self.pressure);
-        self.wind =
-            (self.wind + 0.25 * rng.normal() + 0.03 * (self.mean_wind - self.wind)).max(0.0);
-        let mut humidity = (self.base_humidity - 2.5 * (temp - self.base_temp)
-            + 1.5 * rng.normal())
-        .clamp(5.0, 100.0);
+        self.wind = (self.wind + 0.25 * rng.normal() + 0.03 * (self.mean_wind - self.wind)).max(0.0);
+        let mut humidity = (self.base_humidity - 2.5 * (temp - self.base_temp) + 1.5 * rng.normal()).clamp(5.0, 100.0);
 
         match self.stuck.as_mut() {
             Some((left, value)) => {
@@ -145,16 +147,16 @@ impl Station {
                     self.stuck = None;
                 }
             }
-            None if rng.chance(20_000) => self.stuck = Some((30, round_to(temp, 2))),
+            None if faults && rng.chance(20_000) => self.stuck = Some((30, round_to(temp, 2))),
             None => {}
         }
-        if rng.chance(5_000) {
+        if faults && rng.chance(5_000) {
             temp += if rng.chance(2) { 12.0 } else { -12.0 };
         }
-        if rng.chance(10_000) {
+        if faults && rng.chance(10_000) {
             humidity = 140.0; // a broken sensor; validation rejects it as out_of_range
         }
-        let humidity = (!rng.chance(2_000)).then(|| round_to(humidity, 1));
+        let humidity = (!(faults && rng.chance(2_000))).then(|| round_to(humidity, 1));
         let values = [
             Some(round_to(temp, 2)),
             humidity,
@@ -162,21 +164,68 @@ impl Station {
             Some(round_to(self.wind, 2)),
         ];
         out.push((t, values));
-        if rng.chance(1_000) {
+        if faults && rng.chance(1_000) {
             out.push((t, values));
         }
-        if t >= start_ms + 2 * 3_600_000 + 60_000 && rng.chance(20_000) {
+        if faults && t >= cfg.start_ms + 2 * 3_600_000 + 60_000 && rng.chance(20_000) {
             out.push((t - 2 * 3_600_000, values));
         }
     }
 }
 
+fn json_value(out: &mut Vec<u8>, value: Option<f64>, decimals: usize) {
+    match value {
+        Some(v) => {
+            let _ = write!(out, "{v:.decimals$}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Writes the generator's readings as weather-raw JSON lines, in (step, station) order:
+/// event time never decreases unless late re-deliveries are injected. `progress` is called
+/// every million lines with the count so far. Returns the number of lines written.
+pub fn write_jsonl(cfg: &GeneratorConfig, out: &mut impl Write, mut progress: impl FnMut(u64)) -> io::Result<u64> {
+    let mut stations: Vec<Station> = (0..cfg.stations).map(|s| Station::new(cfg, s)).collect();
+    let mut scratch = Vec::new();
+    let mut line = Vec::with_capacity(256);
+    let mut written = 0u64;
+    for step in 0.. {
+        for st in &mut stations {
+            if cfg.events.is_some_and(|n| step * cfg.stations + st.index >= n) {
+                return Ok(written);
+            }
+            scratch.clear();
+            st.step(cfg.start_ms + step * cfg.interval_ms + st.phase_ms, cfg, &mut scratch);
+            for (t, values) in &scratch {
+                line.clear();
+                let _ = write!(
+                    line,
+                    r#"{{"station_id":"{}","timestamp":"{}","temperature":"#,
+                    st.id,
+                    format_rfc3339(*t)
+                );
+                json_value(&mut line, values[0], 2);
+                line.extend_from_slice(br#","humidity":"#);
+                json_value(&mut line, values[1], 1);
+                line.extend_from_slice(br#","pressure":"#);
+                json_value(&mut line, values[2], 1);
+                line.extend_from_slice(br#","wind_speed":"#);
+                json_value(&mut line, values[3], 2);
+                line.extend_from_slice(b"}\n");
+                out.write_all(&line)?;
+                written += 1;
+                if written.is_multiple_of(1_000_000) {
+                    progress(written);
+                }
+            }
+        }
+    }
+    Ok(written)
+}
+
 /// The generator as a timely source on the current worker.
-pub fn generator<'s>(
-    scope: Scope<'s, u64>,
-    cfg: GeneratorConfig,
-    ctx: SourceContext,
-) -> StreamVec<'s, u64, Reading> {
+pub fn generator<'s>(scope: Scope<'s, u64>, cfg: GeneratorConfig, ctx: SourceContext) -> StreamVec<'s, u64, Reading> {
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
     source(scope, "Generator", move |cap, info| {
         let activator = scope.activator_for(info.address);
@@ -205,9 +254,7 @@ pub fn generator<'s>(
             let mut tally = SourceTally::default();
             let target = match cfg.speed {
                 Speed::Max => u64::MAX,
-                Speed::Factor(f) => {
-                    cfg.start_ms + (started.elapsed().as_secs_f64() * f * 1000.0) as u64
-                }
+                Speed::Factor(f) => cfg.start_ms + (started.elapsed().as_secs_f64() * f * 1000.0) as u64,
             };
             let mut budget = 100_000usize;
             let mut finished = false;
@@ -221,15 +268,12 @@ pub fn generator<'s>(
                     break;
                 }
                 for st in &mut stations {
-                    if cfg
-                        .events
-                        .is_some_and(|n| step * cfg.stations + st.index >= n)
-                    {
+                    if cfg.events.is_some_and(|n| step * cfg.stations + st.index >= n) {
                         break;
                     }
                     let t = step_start + st.phase_ms;
                     scratch.clear();
-                    st.step(t, cfg.start_ms, &mut scratch);
+                    st.step(t, &cfg, &mut scratch);
                     for (i, (ts, values)) in scratch.iter().enumerate() {
                         budget = budget.saturating_sub(1);
                         if *ts < watermark.max(max_seen.saturating_sub(lateness)) {
@@ -260,9 +304,7 @@ pub fn generator<'s>(
                     .iter()
                     .take_while(|r| floor_minute(r.timestamp_ms) == minute)
                     .count();
-                output
-                    .session(&held.delayed(&minute))
-                    .give_iterator(batch.drain(..run));
+                output.session(&held.delayed(&minute)).give_iterator(batch.drain(..run));
             }
             tally.flush(&ctx.metrics);
             if finished {

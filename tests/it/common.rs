@@ -56,14 +56,20 @@ pub fn wait(child: Child, deadline: Duration) -> Output {
 /// Runs the binary to completion and asserts it exits 0.
 pub fn run_binary(args: &[String]) -> Output {
     let output = wait(spawn(args), Duration::from_secs(120));
-    assert!(output.status.success(), "weatherflow {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "weatherflow {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
 /// The lines of a JSONL file, sorted.
 pub fn sorted_lines(path: &Path) -> Vec<String> {
     let mut text = String::new();
-    std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).expect("output readable");
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .expect("output readable");
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     lines.sort();
     lines
@@ -71,12 +77,18 @@ pub fn sorted_lines(path: &Path) -> Vec<String> {
 
 /// Parses a features file.
 pub fn read_features(path: &Path) -> Vec<WindowFeatures> {
-    sorted_lines(path).iter().map(|l| serde_json::from_str(l).expect("valid weather-features line")).collect()
+    sorted_lines(path)
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("valid weather-features line"))
+        .collect()
 }
 
 /// A localhost port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind a free port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
 }
 
 /// Path as an owned argument.

@@ -47,14 +47,18 @@ fn fmt_value(v: Option<f64>) -> String {
 }
 
 fn to_json(o: &Obs) -> String {
-    let ts = if o.t % 3 == 0 {
+    let ts = if o.t.is_multiple_of(3) {
         o.t.to_string()
     } else {
         let s = weatherflow::schema::format_rfc3339(o.t);
         format!("\"{s}\"")
     };
-    let mut line = format!(r#"{{"station_id":"{}","timestamp":{ts},"temperature":{}"#, o.station, fmt_value(o.values[0]));
-    if o.values[1].is_some() || o.t % 2 == 0 {
+    let mut line = format!(
+        r#"{{"station_id":"{}","timestamp":{ts},"temperature":{}"#,
+        o.station,
+        fmt_value(o.values[0])
+    );
+    if o.values[1].is_some() || o.t.is_multiple_of(2) {
         let _ = write!(line, r#","humidity":{}"#, fmt_value(o.values[1]));
     }
     if let Some(p) = o.values[2] {
@@ -107,14 +111,21 @@ fn generate(seed: u64) -> Vec<(String, Option<Obs>)> {
         if rng.percent(1) {
             let bad = match rng.below(3) {
                 0 => r#"{"station_id":"alpha","timestamp":"#.to_string(),
-                1 => to_json(&Obs { values: [Some(75.0), None, None, None], ..obs.clone() }),
+                1 => to_json(&Obs {
+                    values: [Some(75.0), None, None, None],
+                    ..obs.clone()
+                }),
                 _ => format!(r#"{{"station_id":"","timestamp":{},"temperature":1}}"#, obs.t),
             };
             lines.push((bad, None));
         }
         if !t_single_done && clock > BASE + 20 * MINUTE {
             t_single_done = true;
-            let single = Obs { station: "single".into(), t: clock, values: [Some(-3.25), Some(99.0), None, Some(0.0)] };
+            let single = Obs {
+                station: "single".into(),
+                t: clock,
+                values: [Some(-3.25), Some(99.0), None, Some(0.0)],
+            };
             lines.push((to_json(&single), Some(single)));
         }
     }
@@ -136,14 +147,22 @@ fn stats(points: &[(u64, f64)]) -> Option<VariableStats> {
     let mean = points.iter().map(|p| p.1).sum::<f64>() / n;
     let min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let max = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let std = (points.len() >= 2).then(|| (points.iter().map(|p| (p.1 - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    let std =
+        (points.len() >= 2).then(|| (points.iter().map(|p| (p.1 - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
     let t0 = points[0].0;
     let hours: Vec<f64> = points.iter().map(|p| (p.0 as f64 - t0 as f64) / 3_600_000.0).collect();
     let xbar = hours.iter().sum::<f64>() / n;
     let sxx: f64 = hours.iter().map(|x| (x - xbar).powi(2)).sum();
     let sxy: f64 = hours.iter().zip(points).map(|(x, p)| (x - xbar) * (p.1 - mean)).sum();
     let slope_per_hour = (points.len() >= 2 && sxx > 0.0).then(|| sxy / sxx);
-    Some(VariableStats { count: points.len() as u64, mean, std, min, max, slope_per_hour })
+    Some(VariableStats {
+        count: points.len() as u64,
+        mean,
+        std,
+        min,
+        max,
+        slope_per_hour,
+    })
 }
 
 fn oracle(lines: &[(String, Option<Obs>)]) -> Expected {
@@ -175,9 +194,17 @@ fn oracle(lines: &[(String, Option<Obs>)]) -> Expected {
     }
     let mut windows = BTreeMap::new();
     for (station, end) in ends {
-        let mut members: Vec<&Obs> = kept.iter().filter(|o| o.station == station && o.t + 5 * MINUTE >= end && o.t < end).collect();
+        let mut members: Vec<&Obs> = kept
+            .iter()
+            .filter(|o| o.station == station && o.t + 5 * MINUTE >= end && o.t < end)
+            .collect();
         members.sort_by_key(|o| o.t);
-        let series = |i: usize| members.iter().filter_map(|o| o.values[i].map(|v| (o.t, v))).collect::<Vec<_>>();
+        let series = |i: usize| {
+            members
+                .iter()
+                .filter_map(|o| o.values[i].map(|v| (o.t, v)))
+                .collect::<Vec<_>>()
+        };
         let vars: Vec<Option<VariableStats>> = (0..4).map(|i| stats(&series(i))).collect();
         windows.insert(
             (station.clone(), end),
@@ -196,7 +223,9 @@ fn oracle(lines: &[(String, Option<Obs>)]) -> Expected {
     }
     let keys: Vec<(String, u64)> = windows.keys().cloned().collect();
     for (station, end) in keys {
-        let Some(prev) = windows.get(&(station.clone(), end - MINUTE)).cloned() else { continue };
+        let Some(prev) = windows.get(&(station.clone(), end - MINUTE)).cloned() else {
+            continue;
+        };
         let now = windows.get_mut(&(station, end)).expect("present");
         let change = |a: &Option<VariableStats>, b: &Option<VariableStats>| Some(a.as_ref()?.mean - b.as_ref()?.mean);
         now.trend.temperature_change_1m = change(&now.temperature, &prev.temperature);
@@ -204,7 +233,12 @@ fn oracle(lines: &[(String, Option<Obs>)]) -> Expected {
         now.trend.pressure_change_1m = change(&now.pressure, &prev.pressure);
         now.trend.wind_speed_change_1m = change(&now.wind_speed, &prev.wind_speed);
     }
-    Expected { windows, late, invalid, duplicates }
+    Expected {
+        windows,
+        late,
+        invalid,
+        duplicates,
+    }
 }
 
 fn close(what: &str, got: Option<f64>, want: Option<f64>, rel: f64) {
@@ -216,7 +250,11 @@ fn close(what: &str, got: Option<f64>, want: Option<f64>, rel: f64) {
 }
 
 fn compare(got: &WindowFeatures, want: &WindowFeatures) {
-    let id = format!("{} @ {}", want.station_id, weatherflow::schema::format_rfc3339(want.window_end));
+    let id = format!(
+        "{} @ {}",
+        want.station_id,
+        weatherflow::schema::format_rfc3339(want.window_end)
+    );
     assert_eq!(got.count, want.count, "{id}: count");
     assert_eq!(got.window_start, want.window_start, "{id}: start");
     for (name, g, w) in [
@@ -238,10 +276,30 @@ fn compare(got: &WindowFeatures, want: &WindowFeatures) {
             _ => panic!("{id}: {name}: got {g:?}, want {w:?}"),
         }
     }
-    close(&format!("{id}: trend.temperature"), got.trend.temperature_change_1m, want.trend.temperature_change_1m, 1e-9);
-    close(&format!("{id}: trend.humidity"), got.trend.humidity_change_1m, want.trend.humidity_change_1m, 1e-9);
-    close(&format!("{id}: trend.pressure"), got.trend.pressure_change_1m, want.trend.pressure_change_1m, 1e-9);
-    close(&format!("{id}: trend.wind_speed"), got.trend.wind_speed_change_1m, want.trend.wind_speed_change_1m, 1e-9);
+    close(
+        &format!("{id}: trend.temperature"),
+        got.trend.temperature_change_1m,
+        want.trend.temperature_change_1m,
+        1e-9,
+    );
+    close(
+        &format!("{id}: trend.humidity"),
+        got.trend.humidity_change_1m,
+        want.trend.humidity_change_1m,
+        1e-9,
+    );
+    close(
+        &format!("{id}: trend.pressure"),
+        got.trend.pressure_change_1m,
+        want.trend.pressure_change_1m,
+        1e-9,
+    );
+    close(
+        &format!("{id}: trend.wind_speed"),
+        got.trend.wind_speed_change_1m,
+        want.trend.wind_speed_change_1m,
+        1e-9,
+    );
 }
 
 #[test]
@@ -253,29 +311,63 @@ fn incremental_windows_match_a_batch_recompute_for_any_worker_count() {
         let text: String = lines.iter().map(|(l, _)| format!("{l}\n")).collect();
         std::fs::write(&input, text).expect("write input");
         let want = oracle(&lines);
-        assert!(want.late > 5 && want.duplicates > 5 && want.invalid > 3, "input exercises the edge cases");
-        assert!(want.windows.values().any(|w| w.count == 1 && w.temperature.as_ref().is_some_and(|t| t.std.is_none())));
+        assert!(
+            want.late > 5 && want.duplicates > 5 && want.invalid > 3,
+            "input exercises the edge cases"
+        );
+        assert!(
+            want.windows
+                .values()
+                .any(|w| w.count == 1 && w.temperature.as_ref().is_some_and(|t| t.std.is_none()))
+        );
         assert!(want.windows.contains_key(&("quiet".to_string(), BASE + 35 * MINUTE)));
 
         let mut outputs = Vec::new();
         for workers in ["1", "2", "4"] {
             let output = dir.path().join(format!("features-{seed}-{workers}.jsonl"));
             // Small chunks, so lateness must be decided across many chunk boundaries.
-            let summary = run_in_process(&["-w", workers, "--source", "file", "--input", &arg(&input), "--output", &arg(&output), "--chunk-bytes", "4096"]);
+            let summary = run_in_process(&[
+                "-w",
+                workers,
+                "--source",
+                "file",
+                "--input",
+                &arg(&input),
+                "--output",
+                &arg(&output),
+                "--chunk-bytes",
+                "4096",
+            ]);
             assert_eq!(summary.totals.late, want.late, "late readings with -w {workers}");
-            assert_eq!(summary.totals.invalid_total(), want.invalid, "invalid readings with -w {workers}");
-            assert_eq!(summary.totals.duplicate, want.duplicates, "duplicates with -w {workers}");
+            assert_eq!(
+                summary.totals.invalid_total(),
+                want.invalid,
+                "invalid readings with -w {workers}"
+            );
+            assert_eq!(
+                summary.totals.duplicate, want.duplicates,
+                "duplicates with -w {workers}"
+            );
             let got = read_features(&output);
             assert_eq!(summary.totals.windows_emitted, got.len() as u64);
-            let got: BTreeMap<(String, u64), WindowFeatures> = got.into_iter().map(|w| ((w.station_id.clone(), w.window_end), w)).collect();
+            let got: BTreeMap<(String, u64), WindowFeatures> = got
+                .into_iter()
+                .map(|w| ((w.station_id.clone(), w.window_end), w))
+                .collect();
             let missing: Vec<_> = want.windows.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
             let extra: Vec<_> = got.keys().filter(|k| !want.windows.contains_key(*k)).take(5).collect();
-            assert!(missing.is_empty() && extra.is_empty(), "-w {workers}: missing {missing:?}, extra {extra:?}");
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "-w {workers}: missing {missing:?}, extra {extra:?}"
+            );
             for (key, w) in &want.windows {
                 compare(&got[key], w);
             }
             outputs.push(sorted_lines(&output));
         }
-        assert!(outputs.windows(2).all(|pair| pair[0] == pair[1]), "byte-identical output for -w 1, 2, 4");
+        assert!(
+            outputs.windows(2).all(|pair| pair[0] == pair[1]),
+            "byte-identical output for -w 1, 2, 4"
+        );
     }
 }

@@ -28,7 +28,10 @@ use crate::common::{arg, read_features, run_in_process};
 
 fn at<'a>(windows: &'a [WindowFeatures], end: &str) -> &'a WindowFeatures {
     let end = parse_rfc3339(end).expect("valid time");
-    windows.iter().find(|w| w.window_end == end).unwrap_or_else(|| panic!("no window ending {end}"))
+    windows
+        .iter()
+        .find(|w| w.window_end == end)
+        .unwrap_or_else(|| panic!("no window ending {end}"))
 }
 
 fn near(got: f64, want: f64) {
@@ -40,9 +43,21 @@ fn surfrad_minute_data_gives_the_hand_computed_windows() {
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/minute/surfrad_slv_co_1min.csv");
     let dir = tempfile::tempdir().expect("temp dir");
     let output = dir.path().join("features.jsonl");
-    let summary = run_in_process(&["-w", "2", "--source", "file", "--input", &arg(&input), "--output", &arg(&output)]);
+    let summary = run_in_process(&[
+        "-w",
+        "2",
+        "--source",
+        "file",
+        "--input",
+        &arg(&input),
+        "--output",
+        &arg(&output),
+    ]);
     assert_eq!(summary.totals.records_in, 1440);
-    assert_eq!(summary.totals.invalid_total() + summary.totals.late + summary.totals.duplicate, 0);
+    assert_eq!(
+        summary.totals.invalid_total() + summary.totals.late + summary.totals.duplicate,
+        0
+    );
     let windows = read_features(&output);
     // 1440 one-minute readings: window ends 00:01 .. 24:05 exclusive of the last minute.
     assert_eq!(windows.len(), 1444);
@@ -79,11 +94,30 @@ fn historical_csvs_with_a_missing_sensor_replay_together() {
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/historical/*.csv");
     let dir = tempfile::tempdir().expect("temp dir");
     let output = dir.path().join("features.jsonl");
-    let summary = run_in_process(&["-w", "2", "--source", "file", "--input", &arg(&input), "--output", &arg(&output)]);
+    let summary = run_in_process(&[
+        "-w",
+        "2",
+        "--source",
+        "file",
+        "--input",
+        &arg(&input),
+        "--output",
+        &arg(&output),
+    ]);
     assert_eq!(summary.totals.records_in, 3 * 8760);
     let windows = read_features(&output);
     // Hourly data: each reading is alone in its five windows.
     assert_eq!(windows.len() as u64, 5 * summary.totals.records_in);
-    assert!(windows.iter().filter(|w| w.station_id == "sand_point_ak").all(|w| w.pressure.is_none()));
-    assert!(windows.iter().filter(|w| w.station_id == "miami_fl").all(|w| w.pressure.is_some()));
+    assert!(
+        windows
+            .iter()
+            .filter(|w| w.station_id == "sand_point_ak")
+            .all(|w| w.pressure.is_none())
+    );
+    assert!(
+        windows
+            .iter()
+            .filter(|w| w.station_id == "miami_fl")
+            .all(|w| w.pressure.is_some())
+    );
 }

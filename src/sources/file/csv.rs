@@ -30,20 +30,14 @@ impl CsvHeader {
         Ok(CsvHeader {
             station: find(&["station_id"]).ok_or("station_id")?,
             timestamp: find(&["timestamp"]).ok_or("timestamp")?,
-            values: [
-                Some(values[0].ok_or("temperature_c")?),
-                values[1],
-                values[2],
-                values[3],
-            ],
+            values: [Some(values[0].ok_or("temperature_c")?), values[1], values[2], values[3]],
             width: names.len(),
         })
     }
 
     /// Parses and validates one data row.
     pub fn reading(&self, line: &[u8], seq: u64) -> Result<Reading, Invalid> {
-        let line =
-            std::str::from_utf8(line).map_err(|_| Invalid::record(InvalidReason::MalformedCsv))?;
+        let line = std::str::from_utf8(line).map_err(|_| Invalid::record(InvalidReason::MalformedCsv))?;
         let mut fields = [""; 64];
         let mut n = 0;
         for field in line.split(',') {
@@ -92,7 +86,8 @@ impl CsvHeader {
 mod tests {
     use super::*;
 
-    const HEADER: &str = "station_id,timestamp,temperature_c,humidity_pct,pressure_hpa,wind_speed_ms,segment,latitude,longitude";
+    const HEADER: &str =
+        "station_id,timestamp,temperature_c,humidity_pct,pressure_hpa,wind_speed_ms,segment,latitude,longitude";
 
     #[test]
     fn reads_the_historical_layout_with_missing_values() {
@@ -121,9 +116,6 @@ mod tests {
         assert_eq!(reason(b"noon,1,a"), InvalidReason::BadTimestamp);
         assert_eq!(reason(b"0,99,a"), InvalidReason::OutOfRange);
         assert_eq!(reason(b"0,1,"), InvalidReason::EmptyStationId);
-        assert_eq!(
-            CsvHeader::parse("station_id,temperature_c"),
-            Err("timestamp")
-        );
+        assert_eq!(CsvHeader::parse("station_id,temperature_c"), Err("timestamp"));
     }
 }

@@ -82,10 +82,7 @@ impl ChunkExchange {
     /// main dataflow, so dataflow identifiers agree across the cluster.
     pub fn new(worker: &mut Worker, plan: &Plan) -> ChunkExchange {
         let known = Rc::new(RefCell::new(Known(
-            plan.chunks_per_file
-                .iter()
-                .map(|&n| vec![None; n])
-                .collect(),
+            plan.chunks_per_file.iter().map(|&n| vec![None; n]).collect(),
         )));
         let waker: Rc<RefCell<Option<Activator>>> = Rc::default();
         let (k, w) = (known.clone(), waker.clone());
@@ -94,11 +91,7 @@ impl ChunkExchange {
             stream.broadcast().inspect_batch(move |_time, batch| {
                 let mut known = k.borrow_mut();
                 for &(file, index, max) in batch {
-                    if let Some(slot) = known
-                        .0
-                        .get_mut(file as usize)
-                        .and_then(|f| f.get_mut(index as usize))
-                    {
+                    if let Some(slot) = known.0.get_mut(file as usize).and_then(|f| f.get_mut(index as usize)) {
                         *slot = Some(max);
                     }
                 }
@@ -124,12 +117,7 @@ struct Parsed {
 }
 
 /// Reads the complete lines starting in a chunk into `buf`; returns where they begin.
-fn read_chunk(
-    file: &File,
-    input: &InputFile,
-    chunk: &Chunk,
-    buf: &mut Vec<u8>,
-) -> io::Result<usize> {
+fn read_chunk(file: &File, input: &InputFile, chunk: &Chunk, buf: &mut Vec<u8>) -> io::Result<usize> {
     let lo = if chunk.start == input.data_start {
         chunk.start
     } else {
@@ -195,9 +183,7 @@ fn parse_chunk(
         let seq = ((chunk.file as u64) << 40) | offset;
         let parsed = match &input.format {
             Format::Jsonl => parse_json(line, seq),
-            Format::Csv(_) if line.len() > MAX_MESSAGE_BYTES => {
-                Err(Invalid::record(InvalidReason::Oversized))
-            }
+            Format::Csv(_) if line.len() > MAX_MESSAGE_BYTES => Err(Invalid::record(InvalidReason::Oversized)),
             Format::Csv(header) => header.reading(line, seq),
         };
         match parsed {
@@ -233,13 +219,7 @@ pub fn file_source<'s>(
     source(scope, "FileReplay", move |cap, info| {
         let activator = scope.activator_for(info.address.clone());
         *exchange.waker.borrow_mut() = Some(scope.activator_for(info.address));
-        let mut pending: VecDeque<Chunk> = plan
-            .chunks
-            .iter()
-            .skip(index)
-            .step_by(peers)
-            .copied()
-            .collect();
+        let mut pending: VecDeque<Chunk> = plan.chunks.iter().skip(index).step_by(peers).copied().collect();
         let mut ready: VecDeque<Parsed> = VecDeque::new();
         let mut handles: Vec<Option<File>> = plan.files.iter().map(|_| None).collect();
         let mut buf = Vec::new();
@@ -308,10 +288,7 @@ pub fn file_source<'s>(
                         .take_while(|r| floor_minute(r.timestamp_ms) == minute)
                         .count();
                     let (now, later) = rest.split_at_mut(run);
-                    debug_assert!(
-                        minute >= *held.time(),
-                        "file source watermark overtook its own data"
-                    );
+                    debug_assert!(minute >= *held.time(), "file source watermark overtook its own data");
                     output
                         .session(&held.delayed(&minute.max(*held.time())))
                         .give_iterator(now.iter().cloned());
@@ -328,9 +305,7 @@ pub fn file_source<'s>(
                     .lower_prefix(chunk.file, chunk.index)
                     .map_or(0, |m| m.saturating_sub(lateness))
             };
-            let parsed_bounds = ready
-                .iter()
-                .filter_map(|p| p.earliest.map(|e| e.max(bound(&p.chunk))));
+            let parsed_bounds = ready.iter().filter_map(|p| p.earliest.map(|e| e.max(bound(&p.chunk))));
             let lowest = pending.iter().map(bound).chain(parsed_bounds).min();
             drop(known);
             match lowest {

@@ -157,9 +157,7 @@ fn open(path: PathBuf) -> Result<InputFile, PlanError> {
     };
     let file = File::open(&path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    let is_csv = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     if !is_csv {
         return Ok(InputFile {
             path,
