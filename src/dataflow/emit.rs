@@ -151,11 +151,20 @@ pub fn emit_windows<'s>(
     })
 }
 
-fn features(names: &StationNames, key: StationKey, end: u64, agg: &WindowStats, trend: Option<&TrendDelta>) -> WindowFeatures {
+fn features(
+    names: &StationNames,
+    key: StationKey,
+    end: u64,
+    agg: &WindowStats,
+    trend: Option<&TrendDelta>,
+) -> WindowFeatures {
     let stats = |var: Var| agg.vars[var as usize].stats();
     let change = |var: Var| trend.and_then(|t| t.value(var));
     // The pane builder on this worker registered every key before its first pane.
-    let station_id = names.borrow().get(&key.0).map_or_else(|| format!("{:016x}", key.0), |s| s.to_string());
+    let station_id = names
+        .borrow()
+        .get(&key.0)
+        .map_or_else(|| format!("{:016x}", key.0), |s| s.to_string());
     WindowFeatures {
         station_id,
         window_start: end - super::pane::WINDOW_MINUTES * MINUTE_MS,

@@ -65,8 +65,13 @@ pub fn windows<'s>(
         );
     let windows = arranged.clone().as_collection(|station, stats| (*station, *stats));
     // Only the means cross the join: the previous window's other statistics are not needed.
-    let previous = windows.clone().map(|(station, stats)| (station, stats.means())).delay(|t| t + MINUTE_MS).arrange_by_key();
-    let trends =
-        arranged.join_core(previous, |station, now, prev| Some((*station, TrendDelta::between(&now.means(), prev))));
+    let previous = windows
+        .clone()
+        .map(|(station, stats)| (station, stats.means()))
+        .delay(|t| t + MINUTE_MS)
+        .arrange_by_key();
+    let trends = arranged.join_core(previous, |station, now, prev| {
+        Some((*station, TrendDelta::between(&now.means(), prev)))
+    });
     emit::emit_windows(windows.inner, trends.inner, names, metrics)
 }

@@ -211,7 +211,10 @@ pub fn build_panes<'s>(
                         let key = StationKey::of(&station);
                         match names.get(&key.0) {
                             Some(known) if *known != station => {
-                                failure(format!("station ids {known:?} and {station:?} share the key {:016x}", key.0));
+                                failure(format!(
+                                    "station ids {known:?} and {station:?} share the key {:016x}",
+                                    key.0
+                                ));
                                 continue;
                             }
                             Some(_) => {}

@@ -52,7 +52,11 @@ impl Moments {
             return;
         }
         let n = i128::from(p.count);
-        (self.min, self.max) = if self.count == 0 { (p.min, p.max) } else { (self.min.min(p.min), self.max.max(p.max)) };
+        (self.min, self.max) = if self.count == 0 {
+            (p.min, p.max)
+        } else {
+            (self.min.min(p.min), self.max.max(p.max))
+        };
         let st = i128::from(p.st);
         self.count += n;
         self.sum += i128::from(p.sum);
@@ -109,7 +113,14 @@ pub struct VarSummary {
 
 impl Default for VarSummary {
     fn default() -> Self {
-        VarSummary { count: 0, min: 0, max: 0, sum: 0, std_bits: NONE_BITS, slope_bits: NONE_BITS }
+        VarSummary {
+            count: 0,
+            min: 0,
+            max: 0,
+            sum: 0,
+            std_bits: NONE_BITS,
+            slope_bits: NONE_BITS,
+        }
     }
 }
 
@@ -153,7 +164,10 @@ impl WindowStats {
                 }
             }
         }
-        WindowStats { count, vars: moments.map(|m| m.summarise()) }
+        WindowStats {
+            count,
+            vars: moments.map(|m| m.summarise()),
+        }
     }
 
     /// The exact means, for the trend join.

@@ -64,6 +64,36 @@ pub struct WindowFeatures {
     pub trend: Trend,
 }
 
+impl WindowFeatures {
+    /// Appends the wire JSON, byte-identical to `serde_json::to_writer(self)`, given the
+    /// window bounds already formatted. A sink writes every station of a window end in
+    /// one go, so it formats those two timestamps once per minute instead of per record.
+    pub fn write_json(&self, out: &mut Vec<u8>, window_start: &str, window_end: &str) -> serde_json::Result<()> {
+        use std::io::Write as _;
+        out.extend_from_slice(br#"{"station_id":"#);
+        serde_json::to_writer(&mut *out, &self.station_id)?;
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            r#","window_start":"{window_start}","window_end":"{window_end}","count":{}"#,
+            self.count
+        );
+        for (name, stats) in [
+            (&br#","temperature":"#[..], &self.temperature),
+            (br#","humidity":"#, &self.humidity),
+            (br#","pressure":"#, &self.pressure),
+            (br#","wind_speed":"#, &self.wind_speed),
+        ] {
+            out.extend_from_slice(name);
+            serde_json::to_writer(&mut *out, stats)?;
+        }
+        out.extend_from_slice(br#","trend":"#);
+        serde_json::to_writer(&mut *out, &self.trend)?;
+        out.push(b'}');
+        Ok(())
+    }
+}
+
 mod rfc3339_ms {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
@@ -80,6 +110,7 @@ mod rfc3339_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::format_rfc3339;
 
     #[test]
     fn serialises_in_contract_order_and_round_trips() {
@@ -111,5 +142,22 @@ mod tests {
             r#"{"station_id":"berlin","window_start":"2026-11-20T11:56:00Z","window_end":"2026-11-20T12:01:00Z","count":30,"temperature":{"count":30,"mean":11.8,"std":0.12,"min":11.6,"max":12.0,"slope_per_hour":0.9},"humidity":null,"pressure":null,"wind_speed":null,"trend":{"temperature_change_1m":0.02,"humidity_change_1m":null,"pressure_change_1m":null,"wind_speed_change_1m":null}}"#
         );
         assert_eq!(serde_json::from_str::<WindowFeatures>(&json).unwrap(), f);
+        let mut fast = Vec::new();
+        f.write_json(&mut fast, "2026-11-20T11:56:00Z", "2026-11-20T12:01:00Z")
+            .unwrap();
+        assert_eq!(String::from_utf8(fast).unwrap(), json);
+        let odd = WindowFeatures {
+            station_id: "quote\"and\\slash ü".into(),
+            humidity: f.temperature.clone(),
+            ..f
+        };
+        let mut fast = Vec::new();
+        odd.write_json(
+            &mut fast,
+            &format_rfc3339(odd.window_start),
+            &format_rfc3339(odd.window_end),
+        )
+        .unwrap();
+        assert_eq!(fast, serde_json::to_vec(&odd).unwrap());
     }
 }

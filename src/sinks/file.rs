@@ -15,7 +15,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::schema::WindowFeatures;
+use crate::schema::{WindowFeatures, format_rfc3339};
 use crate::sources::SourceContext;
 
 /// Why the output file failed.
@@ -90,12 +90,20 @@ impl JsonlWriter {
 /// Writes every window of `windows` to `writer`, one JSON object per line.
 pub fn jsonl_sink(windows: StreamVec<'_, u64, WindowFeatures>, writer: Arc<JsonlWriter>, ctx: SourceContext) {
     let mut buffer = Vec::new();
+    // Window bounds formatted once per window end, not once per station.
+    let mut bounds: Option<(u64, String, String)> = None;
     windows.sink(Pipeline, "JsonlSink", move |(input, _frontier)| {
         input.for_each(|_cap, data| {
             for window in data.iter() {
-                // Serialising plain structs of numbers and strings cannot fail.
-                if serde_json::to_writer(&mut buffer, window).is_ok() {
-                    buffer.push(b'\n');
+                if bounds.as_ref().is_none_or(|(end, _, _)| *end != window.window_end) {
+                    let formatted = (format_rfc3339(window.window_start), format_rfc3339(window.window_end));
+                    bounds = Some((window.window_end, formatted.0, formatted.1));
+                }
+                if let Some((_, start, end)) = &bounds {
+                    // Serialising plain numbers and strings into a Vec cannot fail.
+                    if window.write_json(&mut buffer, start, end).is_ok() {
+                        buffer.push(b'\n');
+                    }
                 }
             }
         });

@@ -280,19 +280,16 @@ pub fn file_source<'s>(
                 parsed.readings.retain(|r| r.timestamp_ms >= watermark);
                 tally.late += (before - parsed.readings.len()) as u64;
                 sent += parsed.readings.len() as u64;
-                let mut rest = parsed.readings.as_mut_slice();
-                while let Some(first) = rest.first() {
+                let mut readings = parsed.readings.into_iter().peekable();
+                while let Some(first) = readings.next() {
                     let minute = floor_minute(first.timestamp_ms);
-                    let run = rest
-                        .iter()
-                        .take_while(|r| floor_minute(r.timestamp_ms) == minute)
-                        .count();
-                    let (now, later) = rest.split_at_mut(run);
                     debug_assert!(minute >= *held.time(), "file source watermark overtook its own data");
-                    output
-                        .session(&held.delayed(&minute.max(*held.time())))
-                        .give_iterator(now.iter().cloned());
-                    rest = later;
+                    let at = held.delayed(&minute.max(*held.time()));
+                    let mut session = output.session(&at);
+                    session.give(first);
+                    while let Some(r) = readings.next_if(|r| floor_minute(r.timestamp_ms) == minute) {
+                        session.give(r);
+                    }
                 }
                 progressed = true;
             }
