@@ -423,6 +423,7 @@ mod tests {
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
         let run = match cli.command {
             Some(Command::Run(run)) => run,
+            Some(Command::Generate(_)) => return Err("not a run command".into()),
             None => cli.run,
         };
         run.into_config().map_err(|e| e.to_string())
@@ -523,5 +524,19 @@ mod tests {
         assert!(parse(&["weatherflow", "--speed", "fast"]).is_err());
         assert!(parse(&["weatherflow", "--speed", "-1"]).is_err());
         assert!(parse(&["weatherflow", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn generate_needs_a_bound_and_derives_events_from_duration() {
+        let gen = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Some(Command::Generate(g))) => g.into_config().map_err(|e| e.to_string()),
+            other => Err(format!("{other:?}")),
+        };
+        let (cfg, path) = gen(&["weatherflow", "generate", "--stations", "1000", "--duration", "24h", "--output", "x"]).unwrap();
+        assert_eq!((cfg.events, cfg.interval_ms, cfg.faults), (Some(8_640_000), 10_000, true));
+        assert_eq!(path, PathBuf::from("x"));
+        assert!(gen(&["weatherflow", "generate", "--output", "x"]).unwrap_err().contains("--events"));
+        let (cfg, _) = gen(&["weatherflow", "generate", "--events", "5", "--no-faults", "--output", "x"]).unwrap();
+        assert_eq!((cfg.events, cfg.faults), (Some(5), false));
     }
 }

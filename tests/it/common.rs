@@ -20,6 +20,7 @@ pub fn run_in_process(args: &[&str]) -> Summary {
     let cli = Cli::try_parse_from(std::iter::once("weatherflow").chain(args.iter().copied())).expect("arguments parse");
     let run = match cli.command {
         Some(Sub::Run(run)) => run,
+        Some(other) => panic!("not a run command: {other:?}"),
         None => cli.run,
     };
     let config = run.into_config().expect("valid configuration");
