@@ -528,15 +528,41 @@ mod tests {
 
     #[test]
     fn generate_needs_a_bound_and_derives_events_from_duration() {
-        let gen = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+        let generate = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
             Ok(Some(Command::Generate(g))) => g.into_config().map_err(|e| e.to_string()),
             other => Err(format!("{other:?}")),
         };
-        let (cfg, path) = gen(&["weatherflow", "generate", "--stations", "1000", "--duration", "24h", "--output", "x"]).unwrap();
-        assert_eq!((cfg.events, cfg.interval_ms, cfg.faults), (Some(8_640_000), 10_000, true));
+        let (cfg, path) = generate(&[
+            "weatherflow",
+            "generate",
+            "--stations",
+            "1000",
+            "--duration",
+            "24h",
+            "--output",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(
+            (cfg.events, cfg.interval_ms, cfg.faults),
+            (Some(8_640_000), 10_000, true)
+        );
         assert_eq!(path, PathBuf::from("x"));
-        assert!(gen(&["weatherflow", "generate", "--output", "x"]).unwrap_err().contains("--events"));
-        let (cfg, _) = gen(&["weatherflow", "generate", "--events", "5", "--no-faults", "--output", "x"]).unwrap();
+        assert!(
+            generate(&["weatherflow", "generate", "--output", "x"])
+                .unwrap_err()
+                .contains("--events")
+        );
+        let (cfg, _) = generate(&[
+            "weatherflow",
+            "generate",
+            "--events",
+            "5",
+            "--no-faults",
+            "--output",
+            "x",
+        ])
+        .unwrap();
         assert_eq!((cfg.events, cfg.faults), (Some(5), false));
     }
 }
