@@ -31,6 +31,16 @@ fn unbits(b: u64) -> Option<f64> {
     (b != NONE_BITS).then(|| f64::from_bits(b))
 }
 
+/// `x as f64`, through the one-instruction `i64` conversion when `x` fits (the common
+/// case): both round to nearest, so the result is identical, and the `i128` conversion is
+/// a slow library call that showed up in profiles.
+fn to_f64(x: i128) -> f64 {
+    match i64::try_from(x) {
+        Ok(v) => v as f64,
+        Err(_) => x as f64,
+    }
+}
+
 /// Exact window moments of one variable while merging; time is ms since the first pane.
 #[derive(Clone, Copy, Debug, Default)]
 struct Moments {
@@ -74,13 +84,13 @@ impl Moments {
         // n·Σv² − (Σv)² and n·Σt² − (Σt)² are exact and non-negative; one rounding each.
         let std = (n >= 2).then(|| {
             let spread = n * self.sumsq - self.sum * self.sum;
-            (spread as f64 / (n * (n - 1)) as f64).sqrt() / 1000.0
+            (to_f64(spread) / to_f64(n * (n - 1))).sqrt() / 1000.0
         });
         let den = n * self.stt - self.st * self.st;
         let slope = (n >= 2 && den != 0).then(|| {
             let num = n * self.stv - self.st * self.sum;
             // milli-units per ms → units per hour: × 3 600 000 / 1 000.
-            num as f64 * 3600.0 / den as f64
+            to_f64(num) * 3600.0 / to_f64(den)
         });
         VarSummary {
             // A window holds at most 5 panes of ≤ 60 000 readings: both fit.
@@ -192,7 +202,7 @@ impl TrendDelta {
         for (slot, (&(s1, n1), &(s2, n2))) in change.iter_mut().zip(now.0.iter().zip(&prev.0)) {
             if n1 > 0 && n2 > 0 {
                 let (s1, n1, s2, n2) = (i128::from(s1), i128::from(n1), i128::from(s2), i128::from(n2));
-                *slot = bits(Some((s1 * n2 - s2 * n1) as f64 / (n1 * n2 * 1000) as f64));
+                *slot = bits(Some(to_f64(s1 * n2 - s2 * n1) / to_f64(n1 * n2 * 1000)));
             }
         }
         TrendDelta(change)
@@ -214,5 +224,12 @@ mod tests {
         assert!(std::mem::size_of::<WindowStats>() <= 168);
         assert!(std::mem::size_of::<Means>() <= 64);
         assert_eq!(std::mem::size_of::<TrendDelta>(), 32);
+    }
+
+    #[test]
+    fn fast_float_conversion_rounds_like_the_slow_one() {
+        for x in [0i128, 1, -1, (1 << 53) + 1, -(1 << 60) - 3, i128::from(i64::MAX), i128::from(i64::MIN), 1 << 90, -(1 << 100) + 7] {
+            assert_eq!(to_f64(x).to_bits(), (x as f64).to_bits(), "{x}");
+        }
     }
 }

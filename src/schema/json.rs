@@ -8,6 +8,7 @@
 //! anything else it gives up and the serde path decides, so both paths always agree: the
 //! fast path never rejects, it only accepts what serde would accept with the same values.
 
+use super::timestamp::parse_rfc3339_bytes;
 use super::{Invalid, InvalidReason, MAX_MESSAGE_BYTES, RawReading, Reading, Var, parse_rfc3339};
 
 /// Parses and validates one weather-raw message. `seq` is its position in the input.
@@ -38,8 +39,8 @@ impl<'a> Cursor<'a> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
-    /// A string without escapes, control characters or non-ASCII bytes.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string without escapes, control characters or non-ASCII bytes, as raw bytes.
+    fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
         loop {
@@ -51,8 +52,7 @@ impl<'a> Cursor<'a> {
         }
         let s = &self.b[start..self.i];
         self.i += 1;
-        // ASCII was checked byte by byte above, so this never fails.
-        std::str::from_utf8(s).ok()
+        Some(s)
     }
     /// The raw bytes of a number token; validated by the callers.
     fn number(&mut self) -> &'a [u8] {
@@ -163,12 +163,12 @@ fn fast(bytes: &[u8]) -> Option<RawReading<'_>> {
         c.eat(b':')?;
         c.ws();
         let slot = match key {
-            "station_id" => 0,
-            "timestamp" => 1,
-            "temperature" => 2,
-            "humidity" => 3,
-            "pressure" => 4,
-            "wind_speed" => 5,
+            b"station_id" => 0,
+            b"timestamp" => 1,
+            b"temperature" => 2,
+            b"humidity" => 3,
+            b"pressure" => 4,
+            b"wind_speed" => 5,
             _ => 6,
         };
         if slot < 6 {
@@ -179,7 +179,7 @@ fn fast(bytes: &[u8]) -> Option<RawReading<'_>> {
         }
         match (slot, c.peek()?) {
             (0, b'"') => station = Some(c.string()?),
-            (1, b'"') => timestamp = Some(parse_rfc3339(c.string()?)?),
+            (1, b'"') => timestamp = Some(parse_rfc3339_bytes(c.string()?)?),
             (1, b'0'..=b'9') => timestamp = Some(integer(c.number())?),
             (2..=5, b'-' | b'0'..=b'9') => values[slot - 2] = Some(decimal(c.number())?),
             (2..=5, b'n') => {
@@ -213,11 +213,9 @@ fn fast(bytes: &[u8]) -> Option<RawReading<'_>> {
         return None;
     }
     values[Var::Temperature as usize]?;
-    Some(RawReading {
-        station_id: station?,
-        timestamp_ms: timestamp?,
-        values,
-    })
+    // The station bytes were checked to be ASCII, so this never fails.
+    let station_id = std::str::from_utf8(station?).ok()?;
+    Some(RawReading { station_id, timestamp_ms: timestamp?, values })
 }
 
 fn slow(bytes: &[u8], seq: u64) -> Result<Reading, Invalid> {

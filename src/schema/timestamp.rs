@@ -65,7 +65,11 @@ fn digits(bytes: &[u8]) -> Option<u32> {
 /// the first instant of the next minute, which is what a monotone event clock needs.
 /// Returns `None` for anything malformed or outside 1970..=9999.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
-    let b = text.as_bytes();
+    parse_rfc3339_bytes(text.as_bytes())
+}
+
+/// [`parse_rfc3339`] on raw bytes, for parsers that have not built a `str`.
+pub fn parse_rfc3339_bytes(b: &[u8]) -> Option<u64> {
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
     }
