@@ -228,7 +228,17 @@ mod tests {
 
     #[test]
     fn fast_float_conversion_rounds_like_the_slow_one() {
-        for x in [0i128, 1, -1, (1 << 53) + 1, -(1 << 60) - 3, i128::from(i64::MAX), i128::from(i64::MIN), 1 << 90, -(1 << 100) + 7] {
+        for x in [
+            0i128,
+            1,
+            -1,
+            (1 << 53) + 1,
+            -(1 << 60) - 3,
+            i128::from(i64::MAX),
+            i128::from(i64::MIN),
+            1 << 90,
+            -(1 << 100) + 7,
+        ] {
             assert_eq!(to_f64(x).to_bits(), (x as f64).to_bits(), "{x}");
         }
     }

@@ -215,7 +215,11 @@ fn fast(bytes: &[u8]) -> Option<RawReading<'_>> {
     values[Var::Temperature as usize]?;
     // The station bytes were checked to be ASCII, so this never fails.
     let station_id = std::str::from_utf8(station?).ok()?;
-    Some(RawReading { station_id, timestamp_ms: timestamp?, values })
+    Some(RawReading {
+        station_id,
+        timestamp_ms: timestamp?,
+        values,
+    })
 }
 
 fn slow(bytes: &[u8], seq: u64) -> Result<Reading, Invalid> {

@@ -27,6 +27,16 @@ pub fn run_in_process(args: &[&str]) -> Summary {
     weatherflow::run::run(config, Arc::new(AtomicBool::new(false))).expect("run succeeds")
 }
 
+/// Replays `input` with the file source in this process, writing features to `output`.
+pub fn replay(input: &Path, output: &Path, workers: &str, extra: &[&str]) -> Summary {
+    let (input, output) = (arg(input), arg(output));
+    let mut args = vec![
+        "-w", workers, "--source", "file", "--input", &input, "--output", &output,
+    ];
+    args.extend_from_slice(extra);
+    run_in_process(&args)
+}
+
 /// Starts the real binary.
 pub fn spawn(args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_weatherflow"))

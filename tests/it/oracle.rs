@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 
 use weatherflow::schema::{VariableStats, WindowFeatures};
 
-use crate::common::{arg, read_features, run_in_process, sorted_lines};
+use crate::common::{read_features, replay, sorted_lines};
 
 const MINUTE: u64 = 60_000;
 const LATENESS: u64 = 10_000;
@@ -326,18 +326,7 @@ fn incremental_windows_match_a_batch_recompute_for_any_worker_count() {
         for workers in ["1", "2", "4"] {
             let output = dir.path().join(format!("features-{seed}-{workers}.jsonl"));
             // Small chunks, so lateness must be decided across many chunk boundaries.
-            let summary = run_in_process(&[
-                "-w",
-                workers,
-                "--source",
-                "file",
-                "--input",
-                &arg(&input),
-                "--output",
-                &arg(&output),
-                "--chunk-bytes",
-                "4096",
-            ]);
+            let summary = replay(&input, &output, workers, &["--chunk-bytes", "4096"]);
             assert_eq!(summary.totals.late, want.late, "late readings with -w {workers}");
             assert_eq!(
                 summary.totals.invalid_total(),

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use weatherflow::schema::{WindowFeatures, parse_rfc3339};
 
-use crate::common::{arg, read_features, run_in_process};
+use crate::common::{read_features, replay};
 
 fn at<'a>(windows: &'a [WindowFeatures], end: &str) -> &'a WindowFeatures {
     let end = parse_rfc3339(end).expect("valid time");
@@ -43,16 +43,7 @@ fn surfrad_minute_data_gives_the_hand_computed_windows() {
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/minute/surfrad_slv_co_1min.csv");
     let dir = tempfile::tempdir().expect("temp dir");
     let output = dir.path().join("features.jsonl");
-    let summary = run_in_process(&[
-        "-w",
-        "2",
-        "--source",
-        "file",
-        "--input",
-        &arg(&input),
-        "--output",
-        &arg(&output),
-    ]);
+    let summary = replay(&input, &output, "2", &[]);
     assert_eq!(summary.totals.records_in, 1440);
     assert_eq!(
         summary.totals.invalid_total() + summary.totals.late + summary.totals.duplicate,
@@ -94,16 +85,7 @@ fn historical_csvs_with_a_missing_sensor_replay_together() {
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/historical/*.csv");
     let dir = tempfile::tempdir().expect("temp dir");
     let output = dir.path().join("features.jsonl");
-    let summary = run_in_process(&[
-        "-w",
-        "2",
-        "--source",
-        "file",
-        "--input",
-        &arg(&input),
-        "--output",
-        &arg(&output),
-    ]);
+    let summary = replay(&input, &output, "2", &[]);
     assert_eq!(summary.totals.records_in, 3 * 8760);
     let windows = read_features(&output);
     // Hourly data: each reading is alone in its five windows.
