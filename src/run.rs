@@ -27,7 +27,7 @@ use crate::sinks::file::{JsonlWriter, SinkError, jsonl_sink};
 use crate::sources::SourceContext;
 use crate::sources::file::plan::{Plan, PlanError};
 use crate::sources::file::{ChunkExchange, file_source};
-use crate::sources::generator::generator;
+use crate::sources::generator::{GeneratorConfig, generator};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,18 @@ impl fmt::Display for Summary {
     }
 }
 
+/// The source of a run, resolved before the workers start.
+enum Input {
+    Generator(GeneratorConfig),
+    File(Arc<Plan>),
+}
+
+/// The source as one worker builds it: a replay also needs that worker's side channel.
+enum WorkerInput {
+    Generator(GeneratorConfig),
+    File(Arc<Plan>, ChunkExchange),
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -121,7 +133,9 @@ fn log_progress(previous: &Snapshot, now: &Snapshot, interval: Duration) {
 /// Runs the job until its input ends or `stop` is set.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     let started = Instant::now();
-    let plan = match &config.source {
+    // The source, resolved once: a file replay carries its plan, so the workers' match
+    // below is exhaustive without any "cannot happen" arm.
+    let input = match &config.source {
         SourceConfig::File { inputs, chunk_bytes } => {
             let plan = Plan::new(inputs, *chunk_bytes)?;
             tracing::info!(
@@ -130,9 +144,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 mb = plan.total_bytes() / 1_000_000,
                 "replaying"
             );
-            Some(Arc::new(plan))
+            Input::File(Arc::new(plan))
         }
-        SourceConfig::Generator(_) => None,
+        SourceConfig::Generator(cfg) => Input::Generator(cfg.clone()),
     };
     let writer = config
         .output
@@ -145,7 +159,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
 
     let job = {
         let (metrics, failure, stop, writer) = (metrics.clone(), failure.clone(), stop.clone(), writer.clone());
-        let (source, lateness_ms) = (config.source.clone(), config.lateness_ms);
+        let lateness_ms = config.lateness_ms;
         // Global worker index = process × workers + local index.
         let workers_per_process = config.cluster.workers;
         move |worker: &mut timely::worker::Worker| {
@@ -157,18 +171,15 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 local_index: worker.index() % workers_per_process,
                 failure: failure.clone(),
             };
-            let exchange = plan.as_ref().map(|p| ChunkExchange::new(worker, p));
+            // The side dataflow must be built before the main one on every worker.
+            let source = match &input {
+                Input::File(plan) => WorkerInput::File(plan.clone(), ChunkExchange::new(worker, plan)),
+                Input::Generator(cfg) => WorkerInput::Generator(cfg.clone()),
+            };
             worker.dataflow::<u64, _, _>(|scope| {
-                let readings = match (&source, exchange) {
-                    (SourceConfig::File { .. }, Some(exchange)) => {
-                        // `plan` is Some exactly when the source is a file.
-                        let plan = plan
-                            .clone()
-                            .unwrap_or_else(|| unreachable!("file source without a plan"));
-                        file_source(scope, plan, exchange, ctx.clone())
-                    }
-                    (SourceConfig::Generator(cfg), _) => generator(scope, cfg.clone(), ctx.clone()),
-                    (SourceConfig::File { .. }, None) => unreachable!("file source without a plan"),
+                let readings = match source {
+                    WorkerInput::File(plan, exchange) => file_source(scope, plan, exchange, ctx.clone()),
+                    WorkerInput::Generator(cfg) => generator(scope, cfg, ctx.clone()),
                 };
                 let fatal = ctx.clone();
                 let windows = crate::dataflow::windows(readings, metrics.clone(), move |m| fatal.fail(m));

@@ -167,14 +167,6 @@ pub struct Reading {
     pub values: [i32; 4],
 }
 
-impl Reading {
-    /// The value of `var`, if the reading carried it.
-    pub fn value(&self, var: Var) -> Option<i32> {
-        let v = self.values[var as usize];
-        (v != MISSING).then_some(v)
-    }
-}
-
 /// A parsed but unchecked reading. Parsers fill it; [`RawReading::validate`] judges it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawReading<'a> {

@@ -116,8 +116,16 @@ struct Parsed {
     earliest: Option<u64>,
 }
 
-/// Reads the complete lines starting in a chunk into `buf`; returns where they begin.
-fn read_chunk(file: &File, input: &InputFile, chunk: &Chunk, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// The complete lines starting in a chunk, as read into a buffer.
+struct ChunkBytes {
+    /// File offset of `buf[0]`: one byte before the chunk, to see whether it starts a line.
+    origin: u64,
+    /// Index in `buf` of the first line that starts inside the chunk.
+    begin: usize,
+}
+
+/// Reads the complete lines starting in a chunk into `buf`.
+fn read_chunk(file: &File, input: &InputFile, chunk: &Chunk, buf: &mut Vec<u8>) -> io::Result<ChunkBytes> {
     let lo = if chunk.start == input.data_start {
         chunk.start
     } else {
@@ -131,7 +139,13 @@ fn read_chunk(file: &File, input: &InputFile, chunk: &Chunk, buf: &mut Vec<u8>) 
     } else {
         match memchr::memchr(b'\n', buf) {
             Some(p) if p + 1 < buf.len() => p + 1,
-            _ => return Ok(buf.len()), // no line starts inside this chunk
+            // No line starts inside this chunk.
+            _ => {
+                return Ok(ChunkBytes {
+                    origin: lo,
+                    begin: buf.len(),
+                });
+            }
         }
     };
     // Finish the line that crosses the end.
@@ -146,7 +160,7 @@ fn read_chunk(file: &File, input: &InputFile, chunk: &Chunk, buf: &mut Vec<u8>) 
             buf.truncate(old + p + 1);
         }
     }
-    Ok(begin)
+    Ok(ChunkBytes { origin: lo, begin })
 }
 
 /// Parses a chunk: validation, and lateness against earlier lines of the same chunk.
@@ -154,25 +168,21 @@ fn parse_chunk(
     input: &InputFile,
     chunk: &Chunk,
     buf: &[u8],
-    begin: usize,
+    bytes: ChunkBytes,
     lateness: u64,
     tally: &mut SourceTally,
 ) -> Parsed {
     let mut readings = Vec::with_capacity(buf.len() / 128);
     let mut running_max: Option<u64> = None;
     let mut earliest: Option<u64> = None;
-    let base = if chunk.start == input.data_start {
-        chunk.start
-    } else {
-        chunk.start - 1
-    };
+    let ChunkBytes { origin, begin } = bytes;
     let mut at = begin;
     for end in memchr::memchr_iter(b'\n', &buf[begin..])
         .map(|p| p + begin)
         .chain(std::iter::once(buf.len()))
     {
         let mut line = &buf[at..end];
-        let offset = base + at as u64;
+        let offset = origin + at as u64;
         at = end + 1;
         if let [rest @ .., b'\r'] = line {
             line = rest;
@@ -244,13 +254,13 @@ pub fn file_source<'s>(
                         }
                     },
                 };
-                let begin = match read_chunk(file, input, &chunk, &mut buf) {
+                let bytes = match read_chunk(file, input, &chunk, &mut buf) {
                     Ok(b) => b,
                     Err(e) => {
                         return ctx.fail(format!("cannot read {}: {e}", input.path.display()));
                     }
                 };
-                let parsed = parse_chunk(input, &chunk, &buf, begin, lateness, &mut tally);
+                let parsed = parse_chunk(input, &chunk, &buf, bytes, lateness, &mut tally);
                 let max = parsed.readings.iter().map(|r| r.timestamp_ms).max();
                 if let Some(handle) = exchange.input.as_mut() {
                     handle.send((chunk.file as u32, chunk.index as u32, max));
