@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::kafka::{KafkaSettings, Topics, parse_option};
 use crate::schema::{floor_minute, parse_rfc3339};
 use crate::sources::generator::{GeneratorConfig, Speed};
+use crate::sources::kafka::{KafkaSourceConfig, StartOffset};
 
 /// A flag value that makes no sense. Always the user's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,17 @@ pub enum SourceKind {
     Generator,
     /// Replay of JSONL or CSV files (`--input`).
     File,
+    /// The `weather-raw` Kafka topic (`--brokers`).
+    Kafka,
+}
+
+/// Where `produce` takes readings from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProduceFrom {
+    /// The built-in generator (runs until stopped unless `--events`/`--duration`).
+    Generator,
+    /// JSONL files (`--input`), sent line by line, invalid lines included.
+    File,
 }
 
 /// Log line format.
@@ -120,6 +133,161 @@ pub enum Command {
     Run(RunArgs),
     /// Write generator readings to a weather-raw JSONL file (benchmark and test input).
     Generate(GenerateArgs),
+    /// Publish readings to the weather-raw topic, creating the topics if missing.
+    Produce(ProduceArgs),
+}
+
+/// Kafka connection flags, shared by `run` and `produce`.
+#[derive(Clone, Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (`host:port[,host:port]`). With `run` this also sends
+    /// weather-features to Kafka; `--source kafka` needs it.
+    #[arg(long, env = "WEATHERFLOW_BROKERS")]
+    pub brokers: Option<String>,
+    /// A librdkafka setting passed through unchanged (`key=value`, repeatable), e.g.
+    /// `security.protocol=SASL_SSL`. Applied last, so it overrides the program's defaults.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    pub kafka_options: Vec<(String, String)>,
+    /// Topic of raw readings.
+    #[arg(long, env = "WEATHERFLOW_TOPIC", default_value = "weather-raw")]
+    pub topic: String,
+    /// Topic of window features.
+    #[arg(long, env = "WEATHERFLOW_FEATURES_TOPIC", default_value = "weather-features")]
+    pub features_topic: String,
+    /// Topic of predictions.
+    #[arg(long, env = "WEATHERFLOW_PREDICTIONS_TOPIC", default_value = "weather-predictions")]
+    pub predictions_topic: String,
+    /// Dead-letter topic for invalid raw messages.
+    #[arg(long, env = "WEATHERFLOW_DLQ_TOPIC", default_value = "weather-raw-dlq")]
+    pub dlq_topic: String,
+}
+
+impl KafkaArgs {
+    /// The settings, when `--brokers` was given.
+    pub fn into_settings(self) -> Result<Option<KafkaSettings>, ConfigError> {
+        let Some(brokers) = self.brokers.filter(|b| !b.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let topics = Topics {
+            raw: self.topic,
+            features: self.features_topic,
+            predictions: self.predictions_topic,
+            dlq: self.dlq_topic,
+        };
+        for (flag, name) in [
+            ("--topic", &topics.raw),
+            ("--features-topic", &topics.features),
+            ("--predictions-topic", &topics.predictions),
+            ("--dlq-topic", &topics.dlq),
+        ] {
+            if name.is_empty()
+                || name.len() > 249
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(invalid(flag, format!("{name:?} is not a valid Kafka topic name")));
+            }
+        }
+        Ok(Some(KafkaSettings {
+            brokers,
+            options: self.kafka_options,
+            topics,
+        }))
+    }
+}
+
+/// Flags of `weatherflow produce`.
+#[derive(Clone, Debug, Args)]
+pub struct ProduceArgs {
+    /// Where readings come from.
+    #[arg(long, value_enum, env = "WEATHERFLOW_PRODUCE_FROM")]
+    pub from: ProduceFrom,
+    /// JSONL input files for `--from file`: paths or glob patterns, repeatable.
+    #[arg(long, env = "WEATHERFLOW_INPUT", value_delimiter = ',')]
+    pub input: Vec<String>,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Generator settings (`--from generator`).
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Generator: event time to cover per station (e.g. `24h`). Default: run until stopped.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Messages per second; 0 sends as fast as the broker takes them.
+    #[arg(long, env = "WEATHERFLOW_RATE", default_value_t = 0)]
+    pub rate: u64,
+    /// Partitions of topics created because they were missing.
+    #[arg(long, env = "WEATHERFLOW_PARTITIONS", default_value_t = 4)]
+    pub partitions: i32,
+    /// Interval between progress log lines.
+    #[arg(long, env = "WEATHERFLOW_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
+    /// Log format. Filter with RUST_LOG (default `info`).
+    #[arg(long, value_enum, env = "WEATHERFLOW_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// What `produce` sends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProduceInput {
+    /// Generated readings.
+    Generator(GeneratorConfig),
+    /// JSONL files.
+    Files(Vec<String>),
+}
+
+/// A validated `produce` configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProduceConfig {
+    /// What to send.
+    pub input: ProduceInput,
+    /// Where.
+    pub kafka: KafkaSettings,
+    /// Messages per second (0 = unlimited).
+    pub rate: u64,
+    /// Partitions for created topics.
+    pub partitions: i32,
+    /// Progress log interval.
+    pub progress_interval: Duration,
+}
+
+impl ProduceArgs {
+    /// Validates the flags.
+    pub fn into_config(self) -> Result<ProduceConfig, ConfigError> {
+        let kafka = self
+            .kafka
+            .into_settings()?
+            .ok_or_else(|| invalid("--brokers", "produce needs --brokers host:port"))?;
+        if self.partitions < 1 {
+            return Err(invalid("--partitions", "must be at least 1"));
+        }
+        let input = match self.from {
+            ProduceFrom::Generator => {
+                let mut cfg = self.generator.into_config(Speed::Max)?;
+                if let Some(d) = self.duration {
+                    let steps = d.as_millis() as u64 / cfg.interval_ms;
+                    cfg.events = Some(cfg.events.map_or(steps * cfg.stations, |e| e.min(steps * cfg.stations)));
+                }
+                ProduceInput::Generator(cfg)
+            }
+            ProduceFrom::File => {
+                if self.input.is_empty() {
+                    return Err(invalid(
+                        "--input",
+                        "--from file needs at least one --input path or pattern",
+                    ));
+                }
+                ProduceInput::Files(self.input)
+            }
+        };
+        Ok(ProduceConfig {
+            input,
+            kafka,
+            rate: self.rate,
+            partitions: self.partitions,
+            progress_interval: self.progress_interval.max(Duration::from_millis(100)),
+        })
+    }
 }
 
 /// Flags of `weatherflow run`.
@@ -166,6 +334,25 @@ pub struct RunArgs {
     /// Log format. Filter with RUST_LOG (default `info`).
     #[arg(long, value_enum, env = "WEATHERFLOW_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Kafka source: consumer group whose committed offsets say where to resume.
+    #[arg(long, env = "WEATHERFLOW_GROUP", default_value = "weatherflow")]
+    pub group: String,
+    /// Kafka source: a caught-up partition quiet this long (wall clock) stops holding the
+    /// watermark back; when all are, the watermark follows the wall clock.
+    #[arg(long, env = "WEATHERFLOW_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Kafka source: start partitions without committed offsets at the oldest message (the default).
+    #[arg(long, conflicts_with = "from_latest")]
+    pub from_beginning: bool,
+    /// Kafka source: start partitions without committed offsets at the newest message.
+    #[arg(long)]
+    pub from_latest: bool,
+    /// Kafka source: least time between two offset commits.
+    #[arg(long, env = "WEATHERFLOW_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub commit_interval: Duration,
 }
 
 /// Flags of the built-in generator, shared by `run` and `generate`.
@@ -307,6 +494,8 @@ pub enum SourceConfig {
         /// Bytes per chunk.
         chunk_bytes: u64,
     },
+    /// The Kafka raw topic (connection in [`Config::kafka`]).
+    Kafka(KafkaSourceConfig),
 }
 
 /// A validated run configuration.
@@ -324,6 +513,8 @@ pub struct Config {
     pub progress_interval: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Kafka connection; when present, features also go to Kafka.
+    pub kafka: Option<KafkaSettings>,
 }
 
 impl RunArgs {
@@ -382,7 +573,26 @@ impl RunArgs {
             }
             other => other,
         };
+        let kafka = self.kafka.into_settings()?;
         let source = match self.source {
+            SourceKind::Kafka => {
+                if kafka.is_none() {
+                    return Err(invalid("--brokers", "--source kafka needs --brokers host:port"));
+                }
+                if self.idle_timeout.is_zero() {
+                    return Err(invalid("--idle-timeout", "must be above zero"));
+                }
+                SourceConfig::Kafka(KafkaSourceConfig {
+                    group: self.group,
+                    idle_timeout: self.idle_timeout,
+                    start: if self.from_latest {
+                        StartOffset::Latest
+                    } else {
+                        StartOffset::Earliest
+                    },
+                    commit_interval: self.commit_interval,
+                })
+            }
             SourceKind::Generator => SourceConfig::Generator(self.generator.into_config(self.speed)?),
             SourceKind::File => {
                 if self.input.is_empty() {
@@ -411,6 +621,7 @@ impl RunArgs {
             output,
             progress_interval: self.progress_interval.max(Duration::from_millis(100)),
             log_format: self.log_format,
+            kafka,
         })
     }
 }

@@ -18,7 +18,9 @@
 
 pub mod config;
 pub mod dataflow;
+pub mod kafka;
 pub mod metrics;
+pub mod produce;
 pub mod run;
 pub mod schema;
 pub mod sinks;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use weatherflow::config::{Cli, Command, GenerateArgs, LogFormat};
+use weatherflow::config::{Cli, Command, GenerateArgs, LogFormat, ProduceArgs};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -27,6 +27,10 @@ fn main() -> ExitCode {
             init_tracing(args.log_format);
             generate(args)
         }
+        Some(Command::Produce(args)) => {
+            init_tracing(args.log_format);
+            produce(args)
+        }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format);
             run(args)
@@ -45,8 +49,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: weatherflow::config::RunArgs) -> anyhow::Result<ExitCode> {
-    let config = args.into_config()?;
+/// Sets the returned flag on Ctrl-C/SIGTERM; a second signal exits at once.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -57,8 +61,31 @@ fn run(args: weatherflow::config::RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("stop requested; finishing (Ctrl-C again to exit at once)");
     })
     .context("cannot install the Ctrl-C/SIGTERM handler")?;
+    Ok(stop)
+}
+
+fn run(args: weatherflow::config::RunArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let stop = stop_flag()?;
     let summary = weatherflow::run::run(config, stop)?;
     eprint!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let stop = stop_flag()?;
+    let summary = weatherflow::produce::produce(&config, &stop)?;
+    let secs = summary.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "produced {} readings to {} in {:.1} s ({:.0} msgs/s), {} acknowledged{}",
+        summary.sent,
+        config.kafka.topics.raw,
+        secs,
+        summary.sent as f64 / secs,
+        summary.acked,
+        if summary.interrupted { " (stopped)" } else { "" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

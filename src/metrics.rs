@@ -20,6 +20,9 @@ pub struct Metrics {
     /// Per local worker: its source watermark in epoch ms; `u64::MAX` once it has finished,
     /// 0 before it has seen anything.
     watermarks: Vec<AtomicU64>,
+    /// Per local worker: messages on the broker its Kafka partitions have not consumed;
+    /// `u64::MAX` when unknown or not a Kafka source.
+    consumer_lag: Vec<AtomicU64>,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -40,6 +43,8 @@ pub struct Snapshot {
     /// The smallest watermark over this process's running workers, epoch ms; `None` when
     /// no worker has started or all have finished.
     pub watermark_ms: Option<u64>,
+    /// Kafka consumer lag summed over this process's partitions, when known.
+    pub consumer_lag: Option<u64>,
 }
 
 impl Snapshot {
@@ -60,6 +65,7 @@ impl Metrics {
             windows_emitted: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             watermarks: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
+            consumer_lag: (0..local_workers).map(|_| AtomicU64::new(u64::MAX)).collect(),
         }
     }
 
@@ -92,6 +98,13 @@ impl Metrics {
         }
     }
 
+    /// Publishes the consumer lag of local worker `local_index`.
+    pub fn set_consumer_lag(&self, local_index: usize, lag: u64) {
+        if let Some(slot) = self.consumer_lag.get(local_index) {
+            slot.store(lag, Relaxed);
+        }
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> Snapshot {
         let marks = self
@@ -111,6 +124,12 @@ impl Metrics {
             windows_emitted: self.windows_emitted.load(Relaxed),
             bytes_read: self.bytes_read.load(Relaxed),
             watermark_ms: marks.min().filter(|&w| w > 0),
+            consumer_lag: self
+                .consumer_lag
+                .iter()
+                .map(|l| l.load(Relaxed))
+                .filter(|&l| l != u64::MAX)
+                .reduce(|a, b| a + b),
         }
     }
 }

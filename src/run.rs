@@ -20,14 +20,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
 
+use rdkafka::consumer::CommitMode;
+use timely::dataflow::operators::core::Filter;
+
 use crate::config::{Config, SourceConfig};
+use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::{Metrics, Snapshot};
 use crate::schema::format_rfc3339;
 use crate::sinks::file::{JsonlWriter, SinkError, jsonl_sink};
+use crate::sinks::kafka::{KafkaOutput, kafka_features_sink};
 use crate::sources::SourceContext;
 use crate::sources::file::plan::{Plan, PlanError};
 use crate::sources::file::{ChunkExchange, file_source};
 use crate::sources::generator::{GeneratorConfig, generator};
+use crate::sources::kafka::{CommitHandle, KafkaPlan, KafkaSourceConfig, KafkaSourceParts, kafka_source};
+
+/// How long a stopping run waits for the broker to acknowledge what was sent.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +47,12 @@ pub enum RunError {
     /// The output could not be created or written.
     #[error(transparent)]
     Output(#[from] SinkError),
+    /// Kafka could not be set up (unreachable broker, missing topic, bad option).
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+    /// Records were still unacknowledged when the run had to end.
+    #[error("kafka: {0} records not acknowledged by the broker within {DRAIN_TIMEOUT:?}")]
+    Unflushed(i32),
     /// Timely could not start (e.g. cluster peers unreachable, port in use).
     #[error("cannot start timely workers: {0}")]
     Timely(String),
@@ -93,12 +108,23 @@ impl fmt::Display for Summary {
 enum Input {
     Generator(GeneratorConfig),
     File(Arc<Plan>),
+    Kafka(KafkaInput),
+}
+
+/// Everything a worker's Kafka source needs, resolved before the workers start.
+#[derive(Clone)]
+struct KafkaInput {
+    plan: Arc<KafkaPlan>,
+    config: KafkaSourceConfig,
+    settings: KafkaSettings,
+    output: Arc<KafkaOutput>,
 }
 
 /// The source as one worker builds it: a replay also needs that worker's side channel.
 enum WorkerInput {
     Generator(GeneratorConfig),
     File(Arc<Plan>, ChunkExchange),
+    Kafka(KafkaInput),
 }
 
 fn now_ms() -> u64 {
@@ -126,13 +152,36 @@ fn log_progress(previous: &Snapshot, now: &Snapshot, interval: Duration) {
         mb_read = now.bytes_read / 1_000_000,
         watermark = %watermark,
         watermark_lag_s = lag_s.map(|l| l.round() as i64),
+        consumer_lag = now.consumer_lag,
         "progress"
     );
+}
+
+/// Steps a stopping worker until the broker has acknowledged everything sent, so the
+/// durable frontier, and with it the final commit, covers as much as possible. Sources
+/// have stopped reading (they watch the stop flag); nothing new enters.
+fn drain(worker: &mut timely::worker::Worker, output: &KafkaOutput) {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while output.in_flight() > 0 && Instant::now() < deadline {
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
+    // A few more rounds let the sinks release their capabilities and the progress
+    // protocol carry the durable frontier to every worker.
+    let settle = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < settle {
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
 }
 
 /// Runs the job until its input ends or `stop` is set.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     let started = Instant::now();
+    let failure: Arc<OnceLock<String>> = Arc::default();
+    let kafka_output = config
+        .kafka
+        .as_ref()
+        .map(|settings| KafkaOutput::connect(settings, failure.clone()))
+        .transpose()?;
     // The source, resolved once: a file replay carries its plan, so the workers' match
     // below is exhaustive without any "cannot happen" arm.
     let input = match &config.source {
@@ -147,6 +196,26 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
             Input::File(Arc::new(plan))
         }
         SourceConfig::Generator(cfg) => Input::Generator(cfg.clone()),
+        SourceConfig::Kafka(source) => {
+            // `into_config` only builds a Kafka source together with Kafka settings.
+            let (Some(settings), Some(output)) = (&config.kafka, &kafka_output) else {
+                return Err(RunError::Aborted("--source kafka needs --brokers".into()));
+            };
+            let plan = KafkaPlan::prepare(settings, source)?;
+            tracing::info!(
+                topic = %settings.topics.raw,
+                partitions = plan.partitions.len(),
+                committed = plan.committed.len(),
+                resume = %(plan.resume_ms > 0).then(|| format_rfc3339(plan.resume_ms)).unwrap_or_else(|| "-".into()),
+                "consuming"
+            );
+            Input::Kafka(KafkaInput {
+                plan: Arc::new(plan),
+                config: source.clone(),
+                settings: settings.clone(),
+                output: output.clone(),
+            })
+        }
     };
     let writer = config
         .output
@@ -155,10 +224,10 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         .transpose()?
         .map(Arc::new);
     let metrics = Arc::new(Metrics::new(config.cluster.workers));
-    let failure: Arc<OnceLock<String>> = Arc::default();
 
     let job = {
         let (metrics, failure, stop, writer) = (metrics.clone(), failure.clone(), stop.clone(), writer.clone());
+        let kafka_output = kafka_output.clone();
         let lateness_ms = config.lateness_ms;
         // Global worker index = process × workers + local index.
         let workers_per_process = config.cluster.workers;
@@ -170,27 +239,64 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 probe: probe.clone(),
                 local_index: worker.index() % workers_per_process,
                 failure: failure.clone(),
+                stop: stop.clone(),
             };
+            let durable = ProbeHandle::new();
             // The side dataflow must be built before the main one on every worker.
             let source = match &input {
                 Input::File(plan) => WorkerInput::File(plan.clone(), ChunkExchange::new(worker, plan)),
                 Input::Generator(cfg) => WorkerInput::Generator(cfg.clone()),
+                Input::Kafka(kafka) => WorkerInput::Kafka(kafka.clone()),
             };
+            let mut commits: Option<CommitHandle> = None;
             worker.dataflow::<u64, _, _>(|scope| {
+                let mut resume_ms = 0;
                 let readings = match source {
                     WorkerInput::File(plan, exchange) => file_source(scope, plan, exchange, ctx.clone()),
                     WorkerInput::Generator(cfg) => generator(scope, cfg, ctx.clone()),
+                    WorkerInput::Kafka(kafka) => {
+                        resume_ms = kafka.plan.resume_ms;
+                        let parts = KafkaSourceParts {
+                            plan: kafka.plan,
+                            config: kafka.config,
+                            settings: kafka.settings,
+                            output: kafka.output,
+                            durable: durable.clone(),
+                        };
+                        let (stream, handle) = kafka_source(scope, parts, ctx.clone());
+                        commits = Some(handle);
+                        stream
+                    }
                 };
                 let fatal = ctx.clone();
-                let windows = crate::dataflow::windows(readings, metrics.clone(), move |m| fatal.fail(m));
+                let mut windows = crate::dataflow::windows(readings, metrics.clone(), move |m| fatal.fail(m));
+                if resume_ms > 0 {
+                    // Windows ending before the resume point were acknowledged by an earlier
+                    // run; the readings replayed for state would re-emit them partially.
+                    windows = windows.filter(move |w| w.window_end >= resume_ms);
+                }
                 if let Some(writer) = &writer {
                     jsonl_sink(windows.clone(), writer.clone(), ctx.clone());
+                }
+                if let Some(output) = &kafka_output {
+                    kafka_features_sink(windows.clone(), output.clone(), ctx.clone())
+                        .probe_with(&durable)
+                        .probe_with(&probe);
                 }
                 windows.probe_with(&probe);
             });
             while !stop.load(Ordering::Relaxed) && failure.get().is_none() {
                 if !worker.step_or_park(Some(Duration::from_millis(50))) {
                     break;
+                }
+            }
+            if let Some(output) = &kafka_output
+                && failure.get().is_none()
+            {
+                drain(worker, output);
+                if let Some(committer) = commits.as_ref().and_then(|c| c.borrow_mut().take()) {
+                    let mut committer = committer;
+                    committer.commit(CommitMode::Sync);
                 }
             }
             for id in worker.installed_dataflows() {
@@ -221,6 +327,11 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     };
     if let Some(writer) = &writer {
         writer.flush()?;
+    }
+    if let Some(output) = &kafka_output
+        && output.flush(DRAIN_TIMEOUT).is_err()
+    {
+        return Err(RunError::Unflushed(output.in_flight()));
     }
     if let Some(message) = results.into_iter().find_map(Result::err) {
         return Err(RunError::WorkerPanic(message));

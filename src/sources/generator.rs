@@ -13,6 +13,7 @@
 //! are ordered by step `k` then station `s`; `--events N` keeps the first `N` of that order.
 
 use std::io::{self, Write};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::operator::source;
@@ -182,18 +183,18 @@ fn json_value(out: &mut Vec<u8>, value: Option<f64>, decimals: usize) {
     }
 }
 
-/// Writes the generator's readings as weather-raw JSON lines, in (step, station) order:
-/// event time never decreases unless late re-deliveries are injected. `progress` is called
-/// every million lines with the count so far. Returns the number of lines written.
-pub fn write_jsonl(cfg: &GeneratorConfig, out: &mut impl Write, mut progress: impl FnMut(u64)) -> io::Result<u64> {
+/// Calls `each` with every generated reading as a weather-raw JSON line (no newline) and
+/// its station id, in (step, station) order: event time never decreases unless late
+/// re-deliveries are injected. Stops early when `each` breaks. Returns the lines produced.
+pub fn for_each_line(cfg: &GeneratorConfig, mut each: impl FnMut(&str, &[u8]) -> ControlFlow<()>) -> u64 {
     let mut stations: Vec<Station> = (0..cfg.stations).map(|s| Station::new(cfg, s)).collect();
     let mut scratch = Vec::new();
     let mut line = Vec::with_capacity(256);
-    let mut written = 0u64;
+    let mut produced = 0u64;
     for step in 0.. {
         for st in &mut stations {
             if cfg.events.is_some_and(|n| step * cfg.stations + st.index >= n) {
-                return Ok(written);
+                return produced;
             }
             scratch.clear();
             st.step(cfg.start_ms + step * cfg.interval_ms + st.phase_ms, cfg, &mut scratch);
@@ -212,16 +213,35 @@ pub fn write_jsonl(cfg: &GeneratorConfig, out: &mut impl Write, mut progress: im
                 json_value(&mut line, values[2], 1);
                 line.extend_from_slice(br#","wind_speed":"#);
                 json_value(&mut line, values[3], 2);
-                line.extend_from_slice(b"}\n");
-                out.write_all(&line)?;
-                written += 1;
-                if written.is_multiple_of(1_000_000) {
-                    progress(written);
+                line.push(b'}');
+                produced += 1;
+                if each(&st.id, &line).is_break() {
+                    return produced;
                 }
             }
         }
     }
-    Ok(written)
+    produced
+}
+
+/// Writes the generator's readings as weather-raw JSON lines (see [`for_each_line`]).
+/// `progress` is called every million lines with the count so far. Returns the number of
+/// lines written.
+pub fn write_jsonl(cfg: &GeneratorConfig, out: &mut impl Write, mut progress: impl FnMut(u64)) -> io::Result<u64> {
+    let mut result = Ok(());
+    let mut written = 0u64;
+    for_each_line(cfg, |_, line| {
+        result = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+        if result.is_err() {
+            return ControlFlow::Break(());
+        }
+        written += 1;
+        if written.is_multiple_of(1_000_000) {
+            progress(written);
+        }
+        ControlFlow::Continue(())
+    });
+    result.map(|()| written)
 }
 
 /// The generator as a timely source on the current worker.

@@ -14,7 +14,9 @@
 
 pub mod file;
 pub mod generator;
+pub mod kafka;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use timely::dataflow::ProbeHandle;
@@ -37,6 +39,9 @@ pub struct SourceContext {
     pub local_index: usize,
     /// The first fatal error of any operator in this process; the run loop stops on it.
     pub failure: Arc<OnceLock<String>>,
+    /// Set when a stop was requested: unbounded sources stop reading, so the sinks can
+    /// drain and the last offsets be committed.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl SourceContext {
@@ -45,6 +50,11 @@ impl SourceContext {
     pub fn fail(&self, message: String) {
         tracing::error!(error = %message, "fatal");
         let _ = self.failure.set(message);
+    }
+
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     /// Whether data at event time `ms` may be sent now without running too far ahead.

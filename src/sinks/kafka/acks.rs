@@ -1,0 +1,145 @@
+//! Delivery bookkeeping between librdkafka's callback thread and the timely workers.
+//!
+//! Each record sent carries a boxed [`Ack`]; the producer's delivery callback settles it.
+//! The trackers are tiny mutex-guarded maps touched once per record: no worker ever waits
+//! on the callback thread for longer than one map update.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustc_hash::FxHashMap;
+use timely::scheduling::SyncActivator;
+
+/// What a delivered record settles.
+pub enum Ack {
+    /// One window record at this timely time.
+    Window {
+        /// The sink's tracker.
+        tracker: Arc<WindowAcks>,
+        /// The window's time.
+        time: u64,
+    },
+    /// One dead letter from this source partition and offset.
+    DeadLetter {
+        /// The source's tracker.
+        tracker: Arc<DeadLetters>,
+        /// Source partition.
+        partition: i32,
+        /// Source offset.
+        offset: i64,
+    },
+}
+
+impl Ack {
+    /// Marks the record delivered.
+    pub fn settle(self) {
+        match self {
+            Ack::Window { tracker, time } => tracker.settle(time),
+            Ack::DeadLetter {
+                tracker,
+                partition,
+                offset,
+            } => tracker.settle(partition, offset),
+        }
+    }
+}
+
+/// Locks, ignoring poison: every update below leaves the map consistent at each step, so
+/// a panic elsewhere cannot have left it half-changed.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Unacknowledged window records of one sink operator, by time.
+pub struct WindowAcks {
+    outstanding: Mutex<BTreeMap<u64, usize>>,
+    wake: SyncActivator,
+}
+
+impl WindowAcks {
+    /// A tracker that wakes the sink operator through `wake` when a time settles.
+    pub fn new(wake: SyncActivator) -> Self {
+        WindowAcks {
+            outstanding: Mutex::new(BTreeMap::new()),
+            wake,
+        }
+    }
+
+    /// Counts `n` more records at `time`.
+    pub fn add(&self, time: u64, n: usize) {
+        *lock(&self.outstanding).entry(time).or_insert(0) += n;
+    }
+
+    fn settle(&self, time: u64) {
+        let mut map = lock(&self.outstanding);
+        let emptied = match map.get_mut(&time) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                map.remove(&time);
+                true
+            }
+            None => false,
+        };
+        drop(map);
+        if emptied {
+            // The worker may be parked; an error only means the dataflow is gone.
+            let _ = self.wake.activate();
+        }
+    }
+
+    /// Whether every record counted at `time` has been acknowledged.
+    pub fn is_settled(&self, time: u64) -> bool {
+        !lock(&self.outstanding).contains_key(&time)
+    }
+}
+
+/// Dead letters in flight, by source partition and offset. The source may not commit a
+/// partition past its oldest unacknowledged dead letter.
+#[derive(Default)]
+pub struct DeadLetters {
+    outstanding: Mutex<FxHashMap<i32, BTreeSet<i64>>>,
+}
+
+impl DeadLetters {
+    /// Records a dead letter as sent.
+    pub fn add(&self, partition: i32, offset: i64) {
+        lock(&self.outstanding).entry(partition).or_default().insert(offset);
+    }
+
+    fn settle(&self, partition: i32, offset: i64) {
+        if let Some(set) = lock(&self.outstanding).get_mut(&partition) {
+            set.remove(&offset);
+        }
+    }
+
+    /// The oldest unacknowledged dead letter of `partition`.
+    pub fn oldest(&self, partition: i32) -> Option<i64> {
+        lock(&self.outstanding).get(&partition).and_then(|s| s.first().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_track_the_oldest_offset() {
+        let t = Arc::new(DeadLetters::default());
+        t.add(1, 10);
+        t.add(1, 5);
+        t.add(2, 7);
+        assert_eq!(t.oldest(1), Some(5));
+        Ack::DeadLetter {
+            tracker: t.clone(),
+            partition: 1,
+            offset: 5,
+        }
+        .settle();
+        assert_eq!(t.oldest(1), Some(10));
+        assert_eq!(t.oldest(2), Some(7));
+        assert_eq!(t.oldest(3), None);
+    }
+}
