@@ -634,10 +634,47 @@ mod tests {
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
         let run = match cli.command {
             Some(Command::Run(run)) => run,
-            Some(Command::Generate(_)) => return Err("not a run command".into()),
+            Some(_) => return Err("not a run command".into()),
             None => cli.run,
         };
         run.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn kafka_flags() {
+        let err = parse(&["weatherflow", "--source", "kafka"]).unwrap_err();
+        assert!(err.contains("--brokers"), "{err}");
+        let c = parse(&[
+            "weatherflow",
+            "--source",
+            "kafka",
+            "--brokers",
+            "h:9092",
+            "--kafka-option",
+            "security.protocol=SSL",
+            "--from-latest",
+            "--idle-timeout",
+            "2s",
+        ])
+        .unwrap();
+        let kafka = c.kafka.unwrap();
+        assert_eq!(kafka.brokers, "h:9092");
+        assert_eq!(kafka.options, vec![("security.protocol".into(), "SSL".into())]);
+        assert_eq!(kafka.topics, Topics::default());
+        match c.source {
+            SourceConfig::Kafka(k) => {
+                assert_eq!(k.start, StartOffset::Latest);
+                assert_eq!(k.idle_timeout, Duration::from_secs(2));
+                assert_eq!(k.group, "weatherflow");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["weatherflow", "--from-latest", "--from-beginning"]).is_err());
+        assert!(parse(&["weatherflow", "--brokers", "h:1", "--topic", "bad topic"]).is_err());
+        assert!(parse(&["weatherflow", "--kafka-option", "novalue"]).is_err());
+        // Brokers with the generator: features go to Kafka, the source stays.
+        let c = parse(&["weatherflow", "--brokers", "h:1"]).unwrap();
+        assert!(c.kafka.is_some() && matches!(c.source, SourceConfig::Generator(_)));
     }
 
     #[test]

@@ -271,6 +271,10 @@ pub fn generator<'s>(scope: Scope<'s, u64>, cfg: GeneratorConfig, ctx: SourceCon
         let mut batch: Vec<Reading> = Vec::new();
         move |output| {
             let Some(held) = cap.as_mut() else { return };
+            if ctx.stopping() {
+                // Stop requested: read nothing more, so the sinks can drain.
+                return;
+            }
             let mut tally = SourceTally::default();
             let target = match cfg.speed {
                 Speed::Max => u64::MAX,

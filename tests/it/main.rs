@@ -1,7 +1,9 @@
 //! Integration tests: one binary, from in-process dataflow runs to whole-cluster runs of
-//! the real executable.
+//! the real executable, and the pipeline against a real Kafka-protocol broker.
 
+mod broker;
 mod cluster;
 mod common;
+mod kafka;
 mod oracle;
 mod real_data;

@@ -8,16 +8,16 @@
 //! the watermark rule, deduplicates, and recomputes every window with two-pass `f64`
 //! statistics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use weatherflow::schema::{VariableStats, WindowFeatures};
 
 use crate::common::{read_features, replay, sorted_lines};
 
-const MINUTE: u64 = 60_000;
+pub const MINUTE: u64 = 60_000;
 const LATENESS: u64 = 10_000;
-const BASE: u64 = 1_795_132_800_000; // 2026-11-20T00:00:00Z
+pub const BASE: u64 = 1_795_132_800_000; // 2026-11-20T00:00:00Z
 
 struct Rng(u64);
 impl Rng {
@@ -36,10 +36,10 @@ impl Rng {
 }
 
 #[derive(Clone, Debug)]
-struct Obs {
-    station: String,
-    t: u64,
-    values: [Option<f64>; 4],
+pub struct Obs {
+    pub station: String,
+    pub t: u64,
+    pub values: [Option<f64>; 4],
 }
 
 fn fmt_value(v: Option<f64>) -> String {
@@ -69,7 +69,7 @@ fn to_json(o: &Obs) -> String {
 }
 
 /// Produces the input lines, and for each the observation it carries (None = invalid).
-fn generate(seed: u64) -> Vec<(String, Option<Obs>)> {
+pub fn generate(seed: u64) -> Vec<(String, Option<Obs>)> {
     let mut rng = Rng(seed);
     let stations = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "quiet"];
     let mut temps: Vec<f64> = (0..stations.len()).map(|i| 5.0 + i as f64).collect();
@@ -132,11 +132,11 @@ fn generate(seed: u64) -> Vec<(String, Option<Obs>)> {
     lines
 }
 
-struct Expected {
-    windows: BTreeMap<(String, u64), WindowFeatures>,
-    late: u64,
-    invalid: u64,
-    duplicates: u64,
+pub struct Expected {
+    pub windows: BTreeMap<(String, u64), WindowFeatures>,
+    pub late: u64,
+    pub invalid: u64,
+    pub duplicates: u64,
 }
 
 fn stats(points: &[(u64, f64)]) -> Option<VariableStats> {
@@ -165,8 +165,15 @@ fn stats(points: &[(u64, f64)]) -> Option<VariableStats> {
     })
 }
 
-fn oracle(lines: &[(String, Option<Obs>)]) -> Expected {
-    let mut max_seen: Option<u64> = None;
+/// The expected output of a serial replay: one watermark over all lines.
+pub fn oracle(lines: &[(String, Option<Obs>)]) -> Expected {
+    oracle_partitioned(lines, |_| 0)
+}
+
+/// The expected output when each station's readings travel in their own partition, as
+/// with Kafka: lateness is judged against the partition's own latest event time.
+pub fn oracle_partitioned(lines: &[(String, Option<Obs>)], partition_of: impl Fn(&Obs) -> usize) -> Expected {
+    let mut max_seen: HashMap<usize, u64> = HashMap::new();
     let (mut late, mut invalid, mut duplicates) = (0, 0, 0);
     let mut seen = HashSet::new();
     let mut kept: Vec<Obs> = Vec::new();
@@ -175,11 +182,12 @@ fn oracle(lines: &[(String, Option<Obs>)]) -> Expected {
             invalid += 1;
             continue;
         };
-        if max_seen.is_some_and(|m| obs.t < m.saturating_sub(LATENESS)) {
+        let max_seen = max_seen.entry(partition_of(obs)).or_insert(0);
+        if obs.t < max_seen.saturating_sub(LATENESS) {
             late += 1;
             continue;
         }
-        max_seen = max_seen.max(Some(obs.t));
+        *max_seen = (*max_seen).max(obs.t);
         if !seen.insert((obs.station.clone(), obs.t)) {
             duplicates += 1;
             continue;
@@ -249,7 +257,7 @@ fn close(what: &str, got: Option<f64>, want: Option<f64>, rel: f64) {
     }
 }
 
-fn compare(got: &WindowFeatures, want: &WindowFeatures) {
+pub fn compare(got: &WindowFeatures, want: &WindowFeatures) {
     let id = format!(
         "{} @ {}",
         want.station_id,

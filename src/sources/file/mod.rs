@@ -237,6 +237,10 @@ pub fn file_source<'s>(
         let lateness = ctx.lateness_ms;
         move |output| {
             let Some(held) = cap.as_mut() else { return };
+            if ctx.stopping() {
+                // Stop requested: read nothing more, so the sinks can drain.
+                return;
+            }
             let mut tally = SourceTally::default();
             let mut progressed = false;
             // 1. Parse ahead, unless this worker is already far ahead of the cluster.
