@@ -5,6 +5,7 @@
 //! the Prometheus series of DESIGN §8; the exporter arrives with the REST API.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::schema::InvalidReason;
 
@@ -23,6 +24,57 @@ pub struct Metrics {
     /// Per local worker: messages on the broker its Kafka partitions have not consumed;
     /// `u64::MAX` when unknown or not a Kafka source.
     consumer_lag: Vec<AtomicU64>,
+    /// Window records acknowledged by the Kafka broker.
+    windows_acked: AtomicU64,
+    /// From a minute's windows reaching the Kafka sink to the broker acknowledging the last.
+    ack_latency: LatencyHistogram,
+}
+
+/// Buckets per doubling of the latency histogram: 4 gives about ±9 % resolution.
+const STEPS_PER_DOUBLING: f64 = 4.0;
+/// Buckets: 2^(96/4) µs ≈ 16.8 s is the largest resolved latency; more lands in the last.
+const LATENCY_BUCKETS: usize = 96;
+
+/// A lock-free log-spaced histogram of latencies, for percentiles without storing samples.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Counts one latency.
+    pub fn record(&self, latency: Duration) {
+        let micros = latency.as_micros().max(1) as f64;
+        let i = (micros.log2() * STEPS_PER_DOUBLING) as usize;
+        self.buckets[i.min(LATENCY_BUCKETS - 1)].fetch_add(1, Relaxed);
+    }
+
+    /// The `q` quantile (0..=1), as its bucket's upper bound; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let upper = 2f64.powf((i + 1) as f64 / STEPS_PER_DOUBLING);
+                return Some(Duration::from_micros(upper as u64));
+            }
+        }
+        None
+    }
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -45,6 +97,10 @@ pub struct Snapshot {
     pub watermark_ms: Option<u64>,
     /// Kafka consumer lag summed over this process's partitions, when known.
     pub consumer_lag: Option<u64>,
+    /// Window records acknowledged by the Kafka broker.
+    pub windows_acked: u64,
+    /// Median and 99th percentile of the emit-to-acknowledgement latency.
+    pub ack_latency: Option<(Duration, Duration)>,
 }
 
 impl Snapshot {
@@ -66,6 +122,8 @@ impl Metrics {
             bytes_read: AtomicU64::new(0),
             watermarks: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
             consumer_lag: (0..local_workers).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            windows_acked: AtomicU64::new(0),
+            ack_latency: LatencyHistogram::default(),
         }
     }
 
@@ -105,6 +163,16 @@ impl Metrics {
         }
     }
 
+    /// Counts window records acknowledged by the broker.
+    pub fn add_acked(&self, n: u64) {
+        self.windows_acked.fetch_add(n, Relaxed);
+    }
+
+    /// The emit-to-acknowledgement latency histogram.
+    pub fn ack_latency(&self) -> &LatencyHistogram {
+        &self.ack_latency
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> Snapshot {
         let marks = self
@@ -130,6 +198,8 @@ impl Metrics {
                 .map(|l| l.load(Relaxed))
                 .filter(|&l| l != u64::MAX)
                 .reduce(|a, b| a + b),
+            windows_acked: self.windows_acked.load(Relaxed),
+            ack_latency: self.ack_latency.quantile(0.5).zip(self.ack_latency.quantile(0.99)),
         }
     }
 }
@@ -157,5 +227,25 @@ impl SourceTally {
     pub fn flush(&mut self, metrics: &Metrics) {
         metrics.add_source(self);
         *self = SourceTally::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_land_in_the_right_bucket() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        let p50 = h.quantile(0.5).unwrap().as_secs_f64() * 1000.0;
+        let p99 = h.quantile(0.99).unwrap().as_secs_f64() * 1000.0;
+        assert!((50.0..=50.0 * 1.2).contains(&p50), "{p50}");
+        assert!((99.0..=99.0 * 1.2).contains(&p99), "{p99}");
+        h.record(Duration::from_secs(3600));
+        assert!(h.quantile(1.0).unwrap() >= Duration::from_secs(16));
     }
 }

@@ -97,6 +97,15 @@ impl fmt::Display for Summary {
         writeln!(f, "  late (dropped)    {}", t.late)?;
         writeln!(f, "  duplicates        {}", t.duplicate)?;
         writeln!(f, "  windows emitted   {}", t.windows_emitted)?;
+        if t.windows_acked > 0 {
+            writeln!(f, "  windows to kafka  {} acknowledged", t.windows_acked)?;
+        }
+        if let Some((p50, p99)) = t.ack_latency {
+            writeln!(f, "  emit→ack latency  p50 {p50:.1?}, p99 {p99:.1?}")?;
+        }
+        if let Some(lag) = t.consumer_lag {
+            writeln!(f, "  consumer lag      {lag}")?;
+        }
         if let Some(path) = &self.output {
             writeln!(f, "  output            {}", path.display())?;
         }
@@ -153,6 +162,7 @@ fn log_progress(previous: &Snapshot, now: &Snapshot, interval: Duration) {
         watermark = %watermark,
         watermark_lag_s = lag_s.map(|l| l.round() as i64),
         consumer_lag = now.consumer_lag,
+        acked = now.windows_acked,
         "progress"
     );
 }

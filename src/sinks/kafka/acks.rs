@@ -6,9 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 use timely::scheduling::SyncActivator;
+
+use crate::metrics::Metrics;
 
 /// What a delivered record settles.
 pub enum Ack {
@@ -50,41 +53,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Unacknowledged window records of one sink operator, by time.
+/// Unacknowledged window records of one sink operator, by time, with when the first
+/// record of each time was handed over (for the emit-to-acknowledgement latency).
 pub struct WindowAcks {
-    outstanding: Mutex<BTreeMap<u64, usize>>,
+    outstanding: Mutex<BTreeMap<u64, (usize, Instant)>>,
     wake: SyncActivator,
+    metrics: Arc<Metrics>,
 }
 
 impl WindowAcks {
     /// A tracker that wakes the sink operator through `wake` when a time settles.
-    pub fn new(wake: SyncActivator) -> Self {
+    pub fn new(wake: SyncActivator, metrics: Arc<Metrics>) -> Self {
         WindowAcks {
             outstanding: Mutex::new(BTreeMap::new()),
             wake,
+            metrics,
         }
     }
 
     /// Counts `n` more records at `time`.
     pub fn add(&self, time: u64, n: usize) {
-        *lock(&self.outstanding).entry(time).or_insert(0) += n;
+        lock(&self.outstanding).entry(time).or_insert((0, Instant::now())).0 += n;
     }
 
     fn settle(&self, time: u64) {
         let mut map = lock(&self.outstanding);
         let emptied = match map.get_mut(&time) {
-            Some(n) if *n > 1 => {
+            Some((n, _)) if *n > 1 => {
                 *n -= 1;
-                false
+                None
             }
-            Some(_) => {
-                map.remove(&time);
-                true
-            }
-            None => false,
+            Some(_) => map.remove(&time).map(|(_, since)| since),
+            None => None,
         };
         drop(map);
-        if emptied {
+        self.metrics.add_acked(1);
+        if let Some(since) = emptied {
+            self.metrics.ack_latency().record(since.elapsed());
             // The worker may be parked; an error only means the dataflow is gone.
             let _ = self.wake.activate();
         }

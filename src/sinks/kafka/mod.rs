@@ -222,6 +222,7 @@ pub fn kafka_features_sink<'s>(
             drop(initial);
             let acks = Arc::new(WindowAcks::new(
                 scope.worker().sync_activator_for(info.address.to_vec()),
+                ctx.metrics.clone(),
             ));
             let activator = scope.activator_for(info.address);
             let topic = output.topics().features.clone();
