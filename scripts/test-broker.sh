@@ -45,10 +45,12 @@ up() {
   # nisshi reads ./.env at start: run it from its own folder so no project .env leaks in.
   # --group-initial-rebalance-delay 0s: the default adds seconds to every group join.
   # setsid: the broker outlives this script; the child records its pid before exec.
-  (cd "$RUN_DIR" && setsid bash -c 'echo $$ >broker.pid; exec "$0" broker \
+  # `exec` plus the redirections leave no process holding this script's stdout, so
+  # `$(test-broker.sh up)` returns as soon as the address is printed.
+  (cd "$RUN_DIR" && exec setsid bash -c 'echo $$ >broker.pid; exec "$0" broker \
       --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:$1" \
       --storage-engine memory://nisshi/ --group-initial-rebalance-delay 0s' \
-      "$NISSHI" "$PORT" >"$RUN_DIR/broker.log" 2>&1 </dev/null &)
+      "$NISSHI" "$PORT" >"$RUN_DIR/broker.log" 2>&1 </dev/null) &
   for _ in $(seq 1 200); do listening && break; sleep 0.05; done
   listening || { say "broker did not start; see $RUN_DIR/broker.log"; tail -20 "$RUN_DIR/broker.log" >&2; exit 1; }
   for t in $TOPICS; do

@@ -160,6 +160,13 @@ pub struct KafkaArgs {
     /// Dead-letter topic for invalid raw messages.
     #[arg(long, env = "WEATHERFLOW_DLQ_TOPIC", default_value = "weather-raw-dlq")]
     pub dlq_topic: String,
+    /// Topic of the Kafka source's resume points (compacted).
+    #[arg(
+        long,
+        env = "WEATHERFLOW_CHECKPOINT_TOPIC",
+        default_value = "weatherflow-checkpoints"
+    )]
+    pub checkpoint_topic: String,
 }
 
 impl KafkaArgs {
@@ -173,12 +180,14 @@ impl KafkaArgs {
             features: self.features_topic,
             predictions: self.predictions_topic,
             dlq: self.dlq_topic,
+            checkpoints: self.checkpoint_topic,
         };
         for (flag, name) in [
             ("--topic", &topics.raw),
             ("--features-topic", &topics.features),
             ("--predictions-topic", &topics.predictions),
             ("--dlq-topic", &topics.dlq),
+            ("--checkpoint-topic", &topics.checkpoints),
         ] {
             if name.is_empty()
                 || name.len() > 249

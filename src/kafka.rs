@@ -59,6 +59,8 @@ pub struct Topics {
     pub predictions: String,
     /// Dead letters: invalid raw messages with their reason.
     pub dlq: String,
+    /// The Kafka source's resume points (see `sources::kafka::checkpoint`).
+    pub checkpoints: String,
 }
 
 impl Default for Topics {
@@ -68,14 +70,21 @@ impl Default for Topics {
             features: "weather-features".into(),
             predictions: "weather-predictions".into(),
             dlq: "weather-raw-dlq".into(),
+            checkpoints: "weatherflow-checkpoints".into(),
         }
     }
 }
 
 impl Topics {
-    /// All four names, for topic creation.
-    pub fn all(&self) -> [&str; 4] {
-        [&self.raw, &self.features, &self.predictions, &self.dlq]
+    /// Every name, for topic creation.
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.raw,
+            &self.features,
+            &self.predictions,
+            &self.dlq,
+            &self.checkpoints,
+        ]
     }
 }
 
@@ -114,9 +123,15 @@ impl KafkaSettings {
         }
     }
 
-    /// Creates the topics that do not exist yet, with `partitions` partitions each.
-    /// Returns the names actually created; existing topics are left as they are.
-    pub fn ensure_topics(&self, partitions: i32, timeout: Duration) -> Result<Vec<String>, KafkaSetupError> {
+    /// Creates the topics among `names` that do not exist yet, with `partitions`
+    /// partitions each. Returns the names actually created; existing topics are left as
+    /// they are.
+    pub fn ensure_topics(
+        &self,
+        names: &[&str],
+        partitions: i32,
+        timeout: Duration,
+    ) -> Result<Vec<String>, KafkaSetupError> {
         let mut cfg = self.client_config();
         self.apply_user_options(&mut cfg);
         let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|source| KafkaSetupError::Client {
@@ -124,11 +139,17 @@ impl KafkaSettings {
             brokers: self.brokers.clone(),
             source,
         })?;
-        let new: Vec<NewTopic<'_>> = self
-            .topics
-            .all()
-            .into_iter()
-            .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        let new: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|&name| {
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                // Only the latest checkpoint per key matters.
+                if name == self.topics.checkpoints {
+                    topic.set("cleanup.policy", "compact")
+                } else {
+                    topic
+                }
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(timeout));
         let request = |source| KafkaSetupError::Request {

@@ -153,8 +153,12 @@ impl Sender<'_> {
         self.sent += 1;
         if self.rate > 0 && self.sent.is_multiple_of(64) {
             let due = Duration::from_secs_f64(self.sent as f64 / self.rate as f64);
-            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                std::thread::sleep(wait);
+            // Sleep in short slices so a stop request is seen promptly at any rate.
+            while let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                if self.stop.load(Ordering::Relaxed) {
+                    return ControlFlow::Break(());
+                }
+                std::thread::sleep(wait.min(Duration::from_millis(100)));
             }
         }
         if self.sent.is_multiple_of(4096) && self.last_log.0.elapsed() >= self.progress {
@@ -174,7 +178,9 @@ impl Sender<'_> {
 
 /// Runs `produce` until the input ends or `stop` is set.
 pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary, ProduceError> {
-    let created = cfg.kafka.ensure_topics(cfg.partitions, Duration::from_secs(30))?;
+    let created = cfg
+        .kafka
+        .ensure_topics(&cfg.kafka.topics.all(), cfg.partitions, Duration::from_secs(30))?;
     for name in &created {
         tracing::info!(topic = %name, partitions = cfg.partitions, "created topic");
     }

@@ -42,12 +42,13 @@ pub fn fresh_topics(brokers: &str, test: &str, partitions: i32) -> KafkaSettings
             features: format!("{prefix}-features"),
             predictions: format!("{prefix}-predictions"),
             dlq: format!("{prefix}-dlq"),
+            checkpoints: format!("{prefix}-checkpoints"),
         },
     };
     let created = settings
-        .ensure_topics(partitions, Duration::from_secs(20))
+        .ensure_topics(&settings.topics.all(), partitions, Duration::from_secs(20))
         .expect("create test topics");
-    assert_eq!(created.len(), 4, "fresh topics are new");
+    assert_eq!(created.len(), 5, "fresh topics are new");
     settings
 }
 
@@ -65,6 +66,8 @@ pub fn topic_args(settings: &KafkaSettings, group: &str) -> Vec<String> {
         &t.predictions,
         "--dlq-topic",
         &t.dlq,
+        "--checkpoint-topic",
+        &t.checkpoints,
         "--group",
         group,
     ]

@@ -11,7 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weatherflow::kafka::KafkaSettings;
 use weatherflow::schema::{WindowFeatures, format_rfc3339, parse_json};
-use weatherflow::sources::kafka::partition::{RETAIN_MS, Resume};
+use weatherflow::sources::kafka::checkpoint;
+use weatherflow::sources::kafka::partition::RETAIN_MS;
 
 use crate::broker::{Msg, Reader, brokers, fold, fresh_topics, produce, signal, topic_args};
 use crate::common::{arg, free_port, replay, sorted_lines, spawn, wait};
@@ -37,15 +38,21 @@ fn pipeline(settings: &KafkaSettings, group: &str, extra: &[&str]) -> Child {
     spawn(&args)
 }
 
-/// Stops a pipeline with SIGTERM and asserts a clean exit.
-fn stop(child: Child) {
-    signal(child.id(), "-TERM");
-    let output = wait(child, DEADLINE);
-    assert!(
-        output.status.success(),
-        "pipeline did not stop cleanly: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// Stops pipeline processes with SIGTERM and asserts clean exits. All processes of a
+/// cluster are signalled before any is waited for: a timely process only finishes once
+/// its peers do.
+fn stop(children: Vec<Child>) {
+    for child in &children {
+        signal(child.id(), "-TERM");
+    }
+    for child in children {
+        let output = wait(child, DEADLINE);
+        assert!(
+            output.status.success(),
+            "pipeline did not stop cleanly: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 /// Generator readings as a JSONL file, and the windows a serial replay of it gives,
@@ -179,7 +186,7 @@ fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
     features.until(DEADLINE, "every expected window", |m| {
         distinct_windows(m) >= want.windows.len()
     });
-    stop(child);
+    stop(vec![child]);
     features.to_end();
     let folded = fold(&features.messages);
     assert_eq!(
@@ -273,7 +280,7 @@ fn kafka_restart_after_kill_9_loses_nothing_and_repeats_identically() {
         String::from_utf8_lossy(&produced.stderr)
     );
     features.until(DEADLINE, "every window", |m| distinct_windows(m) >= want.len());
-    stop(second);
+    stop(vec![second]);
     features.to_end();
     assert!(
         before < want.len(),
@@ -320,9 +327,7 @@ fn kafka_two_processes_give_the_output_of_one_worker() {
     for (settings, children) in [(&single, vec![one]), (&cluster, procs)] {
         let mut features = Reader::new(&brokers, &settings.topics.features);
         features.until(DEADLINE, "every window", |m| distinct_windows(m) >= want.len());
-        for child in children {
-            stop(child);
-        }
+        stop(children);
         features.to_end();
         assert_same(&fold(&features.messages), &want);
     }
@@ -338,13 +343,17 @@ fn kafka_clean_stop_commits_behind_the_durable_frontier() {
     let first = pipeline(&settings, "commit", &["-w", "2"]);
     let mut features = Reader::new(&brokers, &settings.topics.features);
     features.until(DEADLINE, "the first windows", |m| m.len() >= 300);
-    stop(first);
+    stop(vec![first]);
     features.to_end();
     let first_run = fold(&features.messages);
     let first_count = features.messages.len();
 
-    // The contract: each committed offset carries the durable frontier D, every reading
-    // before it is older than D − 6 min, and every window ending before D is in the topic.
+    // The contract: each resume point carries the durable frontier D, every reading before
+    // its offset is older than D − 6 min, and every window ending before D is in the topic.
+    // The group's committed offsets match the checkpoints.
+    let checkpoints = checkpoint::read_latest(&settings, "commit", &settings.topics.raw, Duration::from_secs(10))
+        .expect("checkpoints readable");
+    assert_eq!(checkpoints.len(), 4, "every partition has a resume point");
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", "commit")
@@ -357,19 +366,23 @@ fn kafka_clean_stop_commits_behind_the_durable_frontier() {
     let committed = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");
+    for elem in committed.elements() {
+        let (offset, _) = checkpoints[&elem.partition()];
+        assert_eq!(
+            elem.offset(),
+            Offset::Offset(offset),
+            "group offset = checkpoint offset"
+        );
+    }
     let mut raw_reader = Reader::new(&brokers, &settings.topics.raw);
     raw_reader.to_end();
     let mut durable = 0;
-    for elem in committed.elements() {
-        let Offset::Offset(offset) = elem.offset() else {
-            continue;
-        };
-        let resume = Resume::decode(elem.metadata()).expect("weatherflow commit metadata");
+    for (partition, (offset, resume)) in &checkpoints {
         durable = durable.max(resume.durable_ms);
         for m in raw_reader
             .messages
             .iter()
-            .filter(|m| m.partition == elem.partition() && m.offset < offset)
+            .filter(|m| m.partition == *partition && m.offset < *offset)
         {
             let r = parse_json(&m.payload, 0).expect("valid reading");
             assert!(
@@ -400,7 +413,7 @@ fn kafka_clean_stop_commits_behind_the_durable_frontier() {
     );
     let second = pipeline(&settings, "commit", &["-w", "1"]);
     features.until(DEADLINE, "every window", |m| distinct_windows(m) >= want.len());
-    stop(second);
+    stop(vec![second]);
     features.to_end();
     let repeated = features.messages[first_count..]
         .iter()

@@ -31,6 +31,9 @@ pub enum Ack {
         /// Source offset.
         offset: i64,
     },
+    /// A checkpoint record: nothing waits for it (a lost one only means an older resume
+    /// point, which is still a consistent one).
+    Checkpoint,
 }
 
 impl Ack {
@@ -43,6 +46,7 @@ impl Ack {
                 partition,
                 offset,
             } => tracker.settle(partition, offset),
+            Ack::Checkpoint => {}
         }
     }
 }

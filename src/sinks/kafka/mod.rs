@@ -130,6 +130,23 @@ impl KafkaOutput {
         }
     }
 
+    /// Sends a checkpoint record (see `sources::kafka::checkpoint`), waiting out a full
+    /// queue: checkpoints are a few per second.
+    pub fn send_checkpoint(&self, key: &str, value: &str) -> Result<(), String> {
+        loop {
+            let record = BaseRecord::with_opaque_to(&self.topics.checkpoints, Box::new(Ack::Checkpoint))
+                .key(key)
+                .payload(value);
+            match self.producer.send(record).map_err(|(e, _)| e) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(format!("kafka: cannot send to {}: {e}", self.topics.checkpoints)),
+            }
+        }
+    }
+
     /// Sends a dead letter: the original bytes with the reason and origin as headers. A
     /// full queue is waited out here: dead letters are rare, and their source offsets must
     /// not be committed before they are in the broker.

@@ -19,8 +19,9 @@
 //!
 //! # Commits and restart
 //! Auto-commit is off. Offsets are committed, with resume metadata, only behind the
-//! durable frontier of the Kafka sinks ([`partition`] has the rule). On start every process
-//! reads the committed offsets of all partitions ([`KafkaPlan::prepare`]); the largest
+//! durable frontier of the Kafka sinks ([`partition`] has the rule), and the same resume
+//! points are written to the checkpoint topic ([`checkpoint`]). On start every process
+//! reads the resume points of all partitions ([`KafkaPlan::prepare`]); the largest
 //! recorded durable frontier becomes the *resume point*: windows ending before it were
 //! acknowledged before, so they are not emitted again, and readings too old to matter for
 //! any later window are skipped.
@@ -30,6 +31,7 @@
 //! dead-letter topic with their original bytes and `reason`, `source_topic`,
 //! `source_partition` and `source_offset` headers, and are counted by reason.
 
+pub mod checkpoint;
 pub mod partition;
 
 use std::cell::RefCell;
@@ -96,9 +98,15 @@ pub struct KafkaPlan {
 }
 
 impl KafkaPlan {
-    /// Reads the topic's partitions and the group's committed offsets.
+    /// Reads the topic's partitions and, per partition, the latest checkpoint or else the
+    /// group's committed offset.
     pub fn prepare(settings: &KafkaSettings, cfg: &KafkaSourceConfig) -> Result<Self, KafkaSetupError> {
         let topic = &settings.topics.raw;
+        let created = settings.ensure_topics(&[&settings.topics.checkpoints], 1, SETUP_TIMEOUT)?;
+        if !created.is_empty() {
+            tracing::info!(topic = %settings.topics.checkpoints, "created checkpoint topic");
+        }
+        let checkpoints = checkpoint::read_latest(settings, &cfg.group, topic, SETUP_TIMEOUT)?;
         let mut client = settings.client_config();
         client.set("group.id", &cfg.group);
         settings.apply_user_options(&mut client);
@@ -142,6 +150,12 @@ impl KafkaPlan {
         for elem in committed_list.elements_for_topic(topic) {
             if let Offset::Offset(o) = elem.offset() {
                 committed.insert(elem.partition(), (o, Resume::decode(elem.metadata())));
+            }
+        }
+        // A checkpoint carries its offset and state together; it wins over a bare offset.
+        for (p, (offset, resume)) in checkpoints {
+            if partitions.contains(&p) {
+                committed.insert(p, (offset, Some(resume)));
             }
         }
         let resume_ms = committed
@@ -195,6 +209,8 @@ impl ConsumerContext for SourceClient {}
 /// The state a worker's source shares with its run loop, for the final commit.
 pub struct Committer {
     consumer: Arc<BaseConsumer<SourceClient>>,
+    output: Arc<KafkaOutput>,
+    group: String,
     topic: String,
     parts: Vec<PartitionState>,
     dead: Arc<DeadLetters>,
@@ -233,6 +249,10 @@ impl Committer {
                 elem.set_metadata(resume.encode());
             }
             changed.push((p.id, offset, resume.durable_ms));
+            let key = checkpoint::key(&self.group, &self.topic, p.id);
+            if let Err(e) = self.output.send_checkpoint(&key, &checkpoint::encode(offset, &resume)) {
+                tracing::warn!(error = %e, "checkpoint not written; a restart replays more");
+            }
         }
         self.last_commit = Instant::now();
         if changed.is_empty() {
@@ -319,6 +339,8 @@ pub fn kafka_source<'s>(
                     .collect();
                 *shared.borrow_mut() = Some(Committer {
                     consumer,
+                    output: output.clone(),
+                    group: config.group.clone(),
                     topic: settings.topics.raw.clone(),
                     parts,
                     dead: Arc::new(DeadLetters::default()),
