@@ -23,9 +23,9 @@ pub enum KafkaSetupError {
         what: &'static str,
         /// The bootstrap servers.
         brokers: String,
-        /// librdkafka's error.
+        /// librdkafka's error (boxed: it is large, and errors travel far).
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// A metadata or offset request failed (broker unreachable, unknown topic, …).
     #[error("kafka: {what} failed against {brokers}")]
@@ -34,9 +34,9 @@ pub enum KafkaSetupError {
         what: String,
         /// The bootstrap servers.
         brokers: String,
-        /// librdkafka's error.
+        /// librdkafka's error (boxed: it is large, and errors travel far).
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// The topic exists but has no partitions, or does not exist.
     #[error("kafka: topic {topic:?} does not exist on {brokers} (create it, e.g. with `weatherflow produce`)")]
@@ -137,7 +137,7 @@ impl KafkaSettings {
         let admin: AdminClient<DefaultClientContext> = cfg.create().map_err(|source| KafkaSetupError::Client {
             what: "admin client",
             brokers: self.brokers.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let new: Vec<NewTopic<'_>> = names
             .iter()
@@ -155,7 +155,7 @@ impl KafkaSettings {
         let request = |source| KafkaSetupError::Request {
             what: "creating topics".into(),
             brokers: self.brokers.clone(),
-            source,
+            source: Box::new(source),
         };
         let results = futures::executor::block_on(admin.create_topics(&new, &options)).map_err(request)?;
         let mut created = Vec::new();
@@ -167,7 +167,7 @@ impl KafkaSettings {
                     return Err(KafkaSetupError::Request {
                         what: format!("creating topic {name:?}"),
                         brokers: self.brokers.clone(),
-                        source: KafkaError::AdminOp(code),
+                        source: Box::new(KafkaError::AdminOp(code)),
                     });
                 }
             }

@@ -208,7 +208,7 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
         .map_err(|source| KafkaSetupError::Client {
             what: "producer",
             brokers: cfg.kafka.brokers.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let started = Instant::now();
     let mut sender = Sender {

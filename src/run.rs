@@ -216,7 +216,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 topic = %settings.topics.raw,
                 partitions = plan.partitions.len(),
                 committed = plan.committed.len(),
-                resume = %(plan.resume_ms > 0).then(|| format_rfc3339(plan.resume_ms)).unwrap_or_else(|| "-".into()),
+                resume = %if plan.resume_ms > 0 { format_rfc3339(plan.resume_ms) } else { "-".into() },
                 "consuming"
             );
             Input::Kafka(KafkaInput {

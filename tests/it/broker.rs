@@ -187,7 +187,7 @@ impl Reader {
     }
 
     /// Reads everything the topic holds now (up to the current high watermarks).
-    pub fn to_end(&mut self) {
+    pub fn read_to_end(&mut self) {
         let metadata = self
             .consumer
             .fetch_metadata(Some(&self.topic), Duration::from_secs(10))

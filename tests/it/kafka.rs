@@ -187,7 +187,7 @@ fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
         distinct_windows(m) >= want.windows.len()
     });
     stop(vec![child]);
-    features.to_end();
+    features.read_to_end();
     let folded = fold(&features.messages);
     assert_eq!(
         folded.len(),
@@ -213,7 +213,7 @@ fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
 
     let mut dlq = Reader::new(&brokers, &settings.topics.dlq);
     dlq.until(DEADLINE, "every poison message", |m| m.len() >= poison.len());
-    dlq.to_end();
+    dlq.read_to_end();
     let mut got_poison: Vec<Vec<u8>> = dlq.messages.iter().map(|m| m.payload.clone()).collect();
     let mut want_poison = poison.clone();
     got_poison.sort();
@@ -281,7 +281,7 @@ fn kafka_restart_after_kill_9_loses_nothing_and_repeats_identically() {
     );
     features.until(DEADLINE, "every window", |m| distinct_windows(m) >= want.len());
     stop(vec![second]);
-    features.to_end();
+    features.read_to_end();
     assert!(
         before < want.len(),
         "the kill landed mid-stream ({before} of {} windows)",
@@ -328,7 +328,7 @@ fn kafka_two_processes_give_the_output_of_one_worker() {
         let mut features = Reader::new(&brokers, &settings.topics.features);
         features.until(DEADLINE, "every window", |m| distinct_windows(m) >= want.len());
         stop(children);
-        features.to_end();
+        features.read_to_end();
         assert_same(&fold(&features.messages), &want);
     }
 }
@@ -344,7 +344,7 @@ fn kafka_clean_stop_commits_behind_the_durable_frontier() {
     let mut features = Reader::new(&brokers, &settings.topics.features);
     features.until(DEADLINE, "the first windows", |m| m.len() >= 300);
     stop(vec![first]);
-    features.to_end();
+    features.read_to_end();
     let first_run = fold(&features.messages);
     let first_count = features.messages.len();
 
@@ -375,7 +375,7 @@ fn kafka_clean_stop_commits_behind_the_durable_frontier() {
         );
     }
     let mut raw_reader = Reader::new(&brokers, &settings.topics.raw);
-    raw_reader.to_end();
+    raw_reader.read_to_end();
     let mut durable = 0;
     for (partition, (offset, resume)) in &checkpoints {
         durable = durable.max(resume.durable_ms);
@@ -414,7 +414,7 @@ fn kafka_clean_stop_commits_behind_the_durable_frontier() {
     let second = pipeline(&settings, "commit", &["-w", "1"]);
     features.until(DEADLINE, "every window", |m| distinct_windows(m) >= want.len());
     stop(vec![second]);
-    features.to_end();
+    features.read_to_end();
     let repeated = features.messages[first_count..]
         .iter()
         .filter(|m| {

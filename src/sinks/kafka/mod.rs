@@ -90,7 +90,7 @@ impl KafkaOutput {
                 .map_err(|source| KafkaSetupError::Client {
                     what: "producer",
                     brokers: settings.brokers.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         Ok(Arc::new(KafkaOutput {
             producer,

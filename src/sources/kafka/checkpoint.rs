@@ -57,13 +57,13 @@ pub fn read_latest(
         move |source| KafkaSetupError::Request {
             what,
             brokers: settings.brokers.clone(),
-            source,
+            source: Box::new(source),
         }
     };
     let consumer: BaseConsumer = cfg.create().map_err(|source| KafkaSetupError::Client {
         what: "checkpoint reader",
         brokers: settings.brokers.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let metadata = consumer
         .fetch_metadata(Some(checkpoints), timeout)
@@ -93,9 +93,9 @@ pub fn read_latest(
             return Err(KafkaSetupError::Request {
                 what: format!("reading {checkpoints} to its end"),
                 brokers: settings.brokers.clone(),
-                source: rdkafka::error::KafkaError::MessageConsumption(
+                source: Box::new(rdkafka::error::KafkaError::MessageConsumption(
                     rdkafka::error::RDKafkaErrorCode::RequestTimedOut,
-                ),
+                )),
             });
         }
         let Some(result) = consumer.poll(Duration::from_millis(100)) else {

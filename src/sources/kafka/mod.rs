@@ -113,14 +113,14 @@ impl KafkaPlan {
         let consumer: BaseConsumer = client.create().map_err(|source| KafkaSetupError::Client {
             what: "consumer",
             brokers: settings.brokers.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let request = |what: &str| {
             let what = what.to_owned();
             move |source| KafkaSetupError::Request {
                 what,
                 brokers: settings.brokers.clone(),
-                source,
+                source: Box::new(source),
             }
         };
         let metadata = consumer
@@ -524,7 +524,7 @@ fn connect(
         .map_err(|source| KafkaSetupError::Client {
             what: "consumer",
             brokers: settings.brokers.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let consumer = Arc::new(consumer);
     let mut tpl = TopicPartitionList::new();
@@ -540,7 +540,7 @@ fn connect(
             .map_err(|source| KafkaSetupError::Request {
                 what: format!("assigning partition {p}"),
                 brokers: settings.brokers.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     // Split before assigning would lose the split (assign deactivates queues), and before
@@ -548,7 +548,7 @@ fn connect(
     consumer.assign(&tpl).map_err(|source| KafkaSetupError::Request {
         what: "assigning partitions".into(),
         brokers: settings.brokers.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let wake = Arc::new(wake);
     let mut queues = Vec::with_capacity(owned.len());
