@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
 
-use rdkafka::consumer::CommitMode;
 use timely::dataflow::operators::core::Filter;
 
 use crate::config::{Config, SourceConfig};
@@ -304,9 +303,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 && failure.get().is_none()
             {
                 drain(worker, output);
-                if let Some(committer) = commits.as_ref().and_then(|c| c.borrow_mut().take()) {
-                    let mut committer = committer;
-                    committer.commit(CommitMode::Sync);
+                if let Some(mut committer) = commits.as_ref().and_then(|c| c.borrow_mut().take()) {
+                    committer.commit_final(DRAIN_TIMEOUT);
                 }
             }
             for id in worker.installed_dataflows() {

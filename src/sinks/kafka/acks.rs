@@ -31,9 +31,18 @@ pub enum Ack {
         /// Source offset.
         offset: i64,
     },
-    /// A checkpoint record: nothing waits for it (a lost one only means an older resume
-    /// point, which is still a consistent one).
-    Checkpoint,
+    /// A checkpoint record of a source partition. Once the broker has it, the group
+    /// offset may follow (never before: a restart must find the state for its offset).
+    Checkpoint {
+        /// The source's tracker.
+        tracker: Arc<Checkpoints>,
+        /// Source partition.
+        partition: i32,
+        /// The checkpointed offset.
+        offset: i64,
+        /// Its commit metadata.
+        metadata: String,
+    },
 }
 
 impl Ack {
@@ -46,7 +55,12 @@ impl Ack {
                 partition,
                 offset,
             } => tracker.settle(partition, offset),
-            Ack::Checkpoint => {}
+            Ack::Checkpoint {
+                tracker,
+                partition,
+                offset,
+                metadata,
+            } => tracker.settle(partition, offset, metadata),
         }
     }
 }
@@ -127,6 +141,27 @@ impl DeadLetters {
     /// The oldest unacknowledged dead letter of `partition`.
     pub fn oldest(&self, partition: i32) -> Option<i64> {
         lock(&self.outstanding).get(&partition).and_then(|s| s.first().copied())
+    }
+}
+
+/// Checkpoints the broker has acknowledged and the group offsets do not reflect yet.
+#[derive(Default)]
+pub struct Checkpoints {
+    acked: Mutex<FxHashMap<i32, (i64, String)>>,
+}
+
+impl Checkpoints {
+    fn settle(&self, partition: i32, offset: i64, metadata: String) {
+        let mut acked = lock(&self.acked);
+        // Acknowledgements of one key arrive in order; keep the newest regardless.
+        if acked.get(&partition).is_none_or(|(o, _)| *o <= offset) {
+            acked.insert(partition, (offset, metadata));
+        }
+    }
+
+    /// Takes the acknowledged checkpoints, for a group commit.
+    pub fn take(&self) -> Vec<(i32, i64, String)> {
+        lock(&self.acked).drain().map(|(p, (o, m))| (p, o, m)).collect()
     }
 }
 

@@ -32,7 +32,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-pub use acks::{Ack, DeadLetters, WindowAcks};
+pub use acks::{Ack, Checkpoints, DeadLetters, WindowAcks};
 
 use crate::kafka::{KafkaSettings, KafkaSetupError, Topics};
 use crate::schema::{WindowFeatures, format_rfc3339};
@@ -131,10 +131,10 @@ impl KafkaOutput {
     }
 
     /// Sends a checkpoint record (see `sources::kafka::checkpoint`), waiting out a full
-    /// queue: checkpoints are a few per second.
-    pub fn send_checkpoint(&self, key: &str, value: &str) -> Result<(), String> {
+    /// queue: checkpoints are a few per second. `ack` settles when the broker has it.
+    pub fn send_checkpoint(&self, key: &str, value: &str, ack: impl Fn() -> Ack) -> Result<(), String> {
         loop {
-            let record = BaseRecord::with_opaque_to(&self.topics.checkpoints, Box::new(Ack::Checkpoint))
+            let record = BaseRecord::with_opaque_to(&self.topics.checkpoints, Box::new(ack()))
                 .key(key)
                 .payload(value);
             match self.producer.send(record).map_err(|(e, _)| e) {

@@ -52,7 +52,7 @@ use timely::scheduling::SyncActivator;
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::SourceTally;
 use crate::schema::{Reading, floor_minute, parse_json};
-use crate::sinks::kafka::{DeadLetter, DeadLetters, KafkaOutput};
+use crate::sinks::kafka::{Ack, Checkpoints, DeadLetter, DeadLetters, KafkaOutput};
 use crate::sources::SourceContext;
 use partition::{PartitionState, RETAIN_MS, Resume};
 
@@ -214,6 +214,7 @@ pub struct Committer {
     topic: String,
     parts: Vec<PartitionState>,
     dead: Arc<DeadLetters>,
+    checkpoints: Arc<Checkpoints>,
     durable: ProbeHandle<u64>,
     last_commit: Instant,
     warned: Option<Instant>,
@@ -227,11 +228,11 @@ impl Committer {
         self.durable.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
     }
 
-    /// Commits every partition whose committable offset moved.
+    /// Checkpoints every partition whose resume point moved, and commits the group
+    /// offsets of checkpoints the broker has acknowledged. The group offset therefore never
+    /// runs ahead of a checkpoint: a restart always finds the state for where it resumes.
     pub fn commit(&mut self, mode: CommitMode) {
         let durable = self.durable_ms();
-        let mut tpl = TopicPartitionList::new();
-        let mut changed = Vec::new();
         for p in &mut self.parts {
             let Some((offset, resume)) = p.committable(durable, self.dead.oldest(p.id)) else {
                 continue;
@@ -239,42 +240,61 @@ impl Committer {
             if p.committed == Some((offset, resume.durable_ms)) {
                 continue;
             }
-            if tpl
-                .add_partition_offset(&self.topic, p.id, Offset::Offset(offset))
-                .is_err()
-            {
-                continue;
-            }
-            if let Some(mut elem) = tpl.find_partition(&self.topic, p.id) {
-                elem.set_metadata(resume.encode());
-            }
-            changed.push((p.id, offset, resume.durable_ms));
             let key = checkpoint::key(&self.group, &self.topic, p.id);
-            if let Err(e) = self.output.send_checkpoint(&key, &checkpoint::encode(offset, &resume)) {
-                tracing::warn!(error = %e, "checkpoint not written; a restart replays more");
+            let metadata = resume.encode();
+            let tracker = self.checkpoints.clone();
+            let ack = || Ack::Checkpoint {
+                tracker: tracker.clone(),
+                partition: p.id,
+                offset,
+                metadata: metadata.clone(),
+            };
+            match self
+                .output
+                .send_checkpoint(&key, &checkpoint::encode(offset, &resume), ack)
+            {
+                Ok(()) => p.committed = Some((offset, resume.durable_ms)),
+                Err(e) => tracing::warn!(error = %e, "checkpoint not written; a restart replays more"),
             }
         }
         self.last_commit = Instant::now();
-        if changed.is_empty() {
+        let acked = self.checkpoints.take();
+        if acked.is_empty() {
             return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (partition, offset, metadata) in &acked {
+            if tpl
+                .add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .is_ok()
+                && let Some(mut elem) = tpl.find_partition(&self.topic, *partition)
+            {
+                elem.set_metadata(metadata);
+            }
         }
         match self.consumer.commit(&tpl, mode) {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
-                for (id, offset, durable) in changed {
-                    if let Some(p) = self.parts.iter_mut().find(|p| p.id == id) {
-                        p.committed = Some((offset, durable));
-                    }
-                }
                 tracing::debug!(topic = %self.topic, ?mode, "offsets committed");
             }
             Err(e) => {
-                // Not fatal: the next round retries, and a restart merely replays more.
+                // Not fatal: the checkpoints are the resume points; the group offsets only
+                // serve lag monitors, and the next acknowledged checkpoint commits again.
                 if self.warned.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     tracing::warn!(error = %e, topic = %self.topic, "offset commit failed; will retry");
                     self.warned = Some(Instant::now());
                 }
             }
         }
+    }
+
+    /// The last commit of a stopping worker: checkpoints, waits (bounded) for the broker
+    /// to acknowledge them, then commits the group offsets synchronously.
+    pub fn commit_final(&mut self, timeout: Duration) {
+        self.commit(CommitMode::Sync);
+        if self.output.flush(timeout).is_err() {
+            tracing::warn!("checkpoints not acknowledged before the stop; a restart replays more");
+        }
+        self.commit(CommitMode::Sync);
     }
 }
 
@@ -344,6 +364,7 @@ pub fn kafka_source<'s>(
                     topic: settings.topics.raw.clone(),
                     parts,
                     dead: Arc::new(DeadLetters::default()),
+                    checkpoints: Arc::new(Checkpoints::default()),
                     durable,
                     last_commit: now,
                     warned: None,
