@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
-use super::SourceContext;
+use super::{SourceContext, give_by_minute};
 use crate::metrics::SourceTally;
 use crate::schema::{RawReading, Reading, floor_minute, format_rfc3339};
 
@@ -322,14 +322,7 @@ pub fn generator<'s>(scope: Scope<'s, u64>, cfg: GeneratorConfig, ctx: SourceCon
             }
             tally.accepted = batch.len() as u64;
             // Readings arrive in time order, so runs of one minute share a session.
-            while let Some(first) = batch.first() {
-                let minute = floor_minute(first.timestamp_ms);
-                let run = batch
-                    .iter()
-                    .take_while(|r| floor_minute(r.timestamp_ms) == minute)
-                    .count();
-                output.session(&held.delayed(&minute)).give_iterator(batch.drain(..run));
-            }
+            give_by_minute(output, held, &mut batch);
             tally.flush(&ctx.metrics);
             if finished {
                 cap = None;

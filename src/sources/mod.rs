@@ -19,9 +19,13 @@ pub mod kafka;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 
 use crate::metrics::Metrics;
+use crate::schema::{Reading, floor_minute};
 
 /// How far (event time, ms) a source may run ahead of the dataflow's output frontier.
 pub const MAX_AHEAD_MS: u64 = 30 * 60_000;
@@ -66,5 +70,22 @@ impl SourceContext {
             None | Some(0) => true,
             Some(&lowest) => ms <= lowest.saturating_add(MAX_AHEAD_MS),
         })
+    }
+}
+
+/// Sends `batch` (drained) at the times of the readings' event minutes, one session per
+/// run of equal minutes. `batch` should be ordered by time, so the runs are long.
+pub fn give_by_minute(
+    output: &mut OutputBuilderSession<'_, u64, CapacityContainerBuilder<Vec<Reading>>>,
+    cap: &Capability<u64>,
+    batch: &mut Vec<Reading>,
+) {
+    while let Some(first) = batch.first() {
+        let minute = floor_minute(first.timestamp_ms);
+        let run = batch
+            .iter()
+            .take_while(|r| floor_minute(r.timestamp_ms) == minute)
+            .count();
+        output.session(&cap.delayed(&minute)).give_iterator(batch.drain(..run));
     }
 }

@@ -53,7 +53,7 @@ use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::SourceTally;
 use crate::schema::{Reading, floor_minute, parse_json};
 use crate::sinks::kafka::{Ack, Checkpoints, DeadLetter, DeadLetters, KafkaOutput};
-use crate::sources::SourceContext;
+use crate::sources::{SourceContext, give_by_minute};
 use partition::{PartitionState, RETAIN_MS, Resume};
 
 /// Where to start a partition that has no committed offset.
@@ -397,21 +397,20 @@ pub fn kafka_source<'s>(
             let now = Instant::now();
             let mut tally = SourceTally::default();
             let mut budget = BUDGET;
+            let mut intake = Intake {
+                output: &output,
+                ctx: &ctx,
+                watermark,
+                resume_skip,
+                batch: &mut batch,
+                tally: &mut tally,
+            };
             // Serve librdkafka's callbacks (statistics, errors); stray messages polled
             // here before the split took effect are handled like any other.
             let consumer = committer.consumer.clone();
             while let Some(result) = consumer.poll(Duration::ZERO) {
                 if let Ok(message) = result {
-                    handle_message(
-                        &message,
-                        committer,
-                        &output,
-                        &ctx,
-                        watermark,
-                        resume_skip,
-                        &mut batch,
-                        &mut tally,
-                    );
+                    intake.take(&message, committer);
                 }
             }
             if let Ok(view) = view.lock() {
@@ -434,16 +433,7 @@ pub fn kafka_source<'s>(
                             None => break,
                             Some(Ok(message)) => {
                                 budget -= 1;
-                                handle_message(
-                                    &message,
-                                    committer,
-                                    &output,
-                                    &ctx,
-                                    watermark,
-                                    resume_skip,
-                                    &mut batch,
-                                    &mut tally,
-                                );
+                                intake.take(&message, committer);
                             }
                             Some(Err(e)) => {
                                 if queue_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
@@ -458,16 +448,7 @@ pub fn kafka_source<'s>(
             }
             tally.accepted = batch.len() as u64;
             batch.sort_unstable_by_key(|r| r.timestamp_ms);
-            while let Some(first) = batch.first() {
-                let minute = floor_minute(first.timestamp_ms);
-                let run = batch
-                    .iter()
-                    .take_while(|r| floor_minute(r.timestamp_ms) == minute)
-                    .count();
-                output_handle
-                    .session(&held.delayed(&minute))
-                    .give_iterator(batch.drain(..run));
-            }
+            give_by_minute(output_handle, held, &mut batch);
             tally.flush(&ctx.metrics);
             if !stopping {
                 let live: Vec<&PartitionState> = committer
@@ -589,51 +570,56 @@ fn connect(
     Ok((consumer, queues, view))
 }
 
-/// Validates one message into the batch, or dead-letters it.
-#[allow(clippy::too_many_arguments)]
-fn handle_message(
-    message: &BorrowedMessage<'_>,
-    committer: &mut Committer,
-    output: &KafkaOutput,
-    ctx: &SourceContext,
+/// Where one activation's messages go: readings into the batch, the rest to the
+/// dead-letter topic, everything counted.
+struct Intake<'a> {
+    output: &'a KafkaOutput,
+    ctx: &'a SourceContext,
+    /// The worker's watermark at the start of the activation.
     watermark: u64,
+    /// Readings before this minute only feed windows an earlier run made durable.
     resume_skip: u64,
-    batch: &mut Vec<Reading>,
-    tally: &mut SourceTally,
-) {
-    let partition = message.partition();
-    let offset = message.offset();
-    let Some(state) = committer.parts.iter_mut().find(|p| p.id == partition) else {
-        return;
-    };
-    let now = Instant::now();
-    let payload = message.payload().unwrap_or(&[]);
-    tally.bytes += payload.len() as u64;
-    // Sequence for duplicate resolution: the first copy in a partition's order wins,
-    // and the result is the same on every replay.
-    let seq = ((offset.max(0) as u64) << 12) | (partition as u64 & 0xfff);
-    match parse_json(payload, seq) {
-        Ok(reading) => {
-            let late = state.observe(offset, reading.timestamp_ms, ctx.lateness_ms, now);
-            if late || reading.timestamp_ms < watermark {
-                tally.late += 1;
-            } else if floor_minute(reading.timestamp_ms) >= resume_skip {
-                batch.push(reading);
+    batch: &'a mut Vec<Reading>,
+    tally: &'a mut SourceTally,
+}
+
+impl Intake<'_> {
+    /// Validates one message into the batch, or dead-letters it.
+    fn take(&mut self, message: &BorrowedMessage<'_>, committer: &mut Committer) {
+        let partition = message.partition();
+        let offset = message.offset();
+        let Some(state) = committer.parts.iter_mut().find(|p| p.id == partition) else {
+            return;
+        };
+        let now = Instant::now();
+        let payload = message.payload().unwrap_or(&[]);
+        self.tally.bytes += payload.len() as u64;
+        // Sequence for duplicate resolution: the first copy in a partition's order wins,
+        // and the result is the same on every replay.
+        let seq = ((offset.max(0) as u64) << 12) | (partition as u64 & 0xfff);
+        match parse_json(payload, seq) {
+            Ok(reading) => {
+                let late = state.observe(offset, reading.timestamp_ms, self.ctx.lateness_ms, now);
+                if late || reading.timestamp_ms < self.watermark {
+                    self.tally.late += 1;
+                } else if floor_minute(reading.timestamp_ms) >= self.resume_skip {
+                    self.batch.push(reading);
+                }
             }
-        }
-        Err(invalid) => {
-            state.consumed(offset, now);
-            tally.reject(invalid.reason);
-            let letter = DeadLetter {
-                key: message.key(),
-                payload,
-                reason: invalid.reason.as_str(),
-                topic: message.topic(),
-                partition,
-                offset,
-            };
-            if let Err(e) = output.send_dead_letter(letter, &committer.dead) {
-                ctx.fail(e);
+            Err(invalid) => {
+                state.consumed(offset, now);
+                self.tally.reject(invalid.reason);
+                let letter = DeadLetter {
+                    key: message.key(),
+                    payload,
+                    reason: invalid.reason.as_str(),
+                    topic: message.topic(),
+                    partition,
+                    offset,
+                };
+                if let Err(e) = self.output.send_dead_letter(letter, &committer.dead) {
+                    self.ctx.fail(e);
+                }
             }
         }
     }
