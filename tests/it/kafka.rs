@@ -133,6 +133,35 @@ fn distinct_windows(messages: &[Msg]) -> usize {
         .len()
 }
 
+/// A pipeline caught mid-stream: a rate-limited producer still writing, and the first
+/// windows already in the features topic.
+struct MidStream {
+    _dir: tempfile::TempDir,
+    want: BTreeMap<(String, String), Vec<u8>>,
+    settings: KafkaSettings,
+    producer: Child,
+    first: Child,
+    features: Reader,
+}
+
+fn mid_stream(brokers: &str, test: &str) -> MidStream {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (raw, want) = golden(dir.path(), "40", "2h");
+    let settings = fresh_topics(brokers, test, 4);
+    let producer = produce_file(&settings, &raw, "12000");
+    let first = pipeline(&settings, test, &["-w", "2"]);
+    let mut features = Reader::new(brokers, &settings.topics.features);
+    features.until(DEADLINE, "the first windows", |m| m.len() >= 300);
+    MidStream {
+        _dir: dir,
+        want,
+        settings,
+        producer,
+        first,
+        features,
+    }
+}
+
 #[test]
 fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
     let Some(brokers) = brokers() else { return };
@@ -201,15 +230,7 @@ fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
             ((w.station_id.clone(), w.window_end), w)
         })
         .collect();
-    let missing: Vec<_> = want.windows.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
-    let extra: Vec<_> = got.keys().filter(|k| !want.windows.contains_key(*k)).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}, extra {extra:?}"
-    );
-    for (key, w) in &want.windows {
-        oracle::compare(&got[key], w);
-    }
+    oracle::assert_windows("kafka -w 2", &got, &want);
 
     let mut dlq = Reader::new(&brokers, &settings.topics.dlq);
     dlq.until(DEADLINE, "every poison message", |m| m.len() >= poison.len());
@@ -262,13 +283,14 @@ fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
 #[test]
 fn kafka_restart_after_kill_9_loses_nothing_and_repeats_identically() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (raw, want) = golden(dir.path(), "40", "2h");
-    let settings = fresh_topics(&brokers, "restart", 4);
-    let producer = produce_file(&settings, &raw, "12000");
-    let first = pipeline(&settings, "restart", &["-w", "2"]);
-    let mut features = Reader::new(&brokers, &settings.topics.features);
-    features.until(DEADLINE, "the first windows", |m| m.len() >= 300);
+    let MidStream {
+        _dir,
+        want,
+        settings,
+        producer,
+        first,
+        mut features,
+    } = mid_stream(&brokers, "restart");
     signal(first.id(), "-9");
     let _ = wait(first, DEADLINE);
     let before = features.messages.len();
@@ -336,13 +358,14 @@ fn kafka_two_processes_give_the_output_of_one_worker() {
 #[test]
 fn kafka_clean_stop_commits_behind_the_durable_frontier() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (raw, want) = golden(dir.path(), "40", "2h");
-    let settings = fresh_topics(&brokers, "commit", 4);
-    let producer = produce_file(&settings, &raw, "12000");
-    let first = pipeline(&settings, "commit", &["-w", "2"]);
-    let mut features = Reader::new(&brokers, &settings.topics.features);
-    features.until(DEADLINE, "the first windows", |m| m.len() >= 300);
+    let MidStream {
+        _dir,
+        want,
+        settings,
+        producer,
+        first,
+        mut features,
+    } = mid_stream(&brokers, "commit");
     stop(vec![first]);
     features.read_to_end();
     let first_run = fold(&features.messages);

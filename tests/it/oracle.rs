@@ -257,6 +257,19 @@ fn close(what: &str, got: Option<f64>, want: Option<f64>, rel: f64) {
     }
 }
 
+/// Asserts that `got` has exactly the expected windows, each with the expected values.
+pub fn assert_windows(context: &str, got: &BTreeMap<(String, u64), WindowFeatures>, want: &Expected) {
+    let missing: Vec<_> = want.windows.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.windows.contains_key(*k)).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{context}: missing {missing:?}, extra {extra:?}"
+    );
+    for (key, w) in &want.windows {
+        compare(&got[key], w);
+    }
+}
+
 pub fn compare(got: &WindowFeatures, want: &WindowFeatures) {
     let id = format!(
         "{} @ {}",
@@ -351,15 +364,7 @@ fn incremental_windows_match_a_batch_recompute_for_any_worker_count() {
                 .into_iter()
                 .map(|w| ((w.station_id.clone(), w.window_end), w))
                 .collect();
-            let missing: Vec<_> = want.windows.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
-            let extra: Vec<_> = got.keys().filter(|k| !want.windows.contains_key(*k)).take(5).collect();
-            assert!(
-                missing.is_empty() && extra.is_empty(),
-                "-w {workers}: missing {missing:?}, extra {extra:?}"
-            );
-            for (key, w) in &want.windows {
-                compare(&got[key], w);
-            }
+            assert_windows(&format!("-w {workers}"), &got, &want);
             outputs.push(sorted_lines(&output));
         }
         assert!(
