@@ -15,8 +15,10 @@ use crate::schema::{floor_minute, parse_rfc3339};
 use crate::sources::generator::{GeneratorConfig, Speed};
 use crate::sources::kafka::{KafkaSourceConfig, StartOffset};
 
+mod ml;
 mod produce;
 
+pub use ml::{EvaluateArgs, TrainArgs};
 pub use produce::{ProduceArgs, ProduceConfig, ProduceFrom, ProduceInput};
 
 /// A flag value that makes no sense. Always the user's to fix.
@@ -130,6 +132,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Publish readings to the weather-raw topic, creating the topics if missing.
     Produce(ProduceArgs),
+    /// Train new forecast and anomaly model versions from hourly CSVs.
+    Train(TrainArgs),
+    /// Score the models on hourly CSVs: forecast errors and anomaly detection.
+    Evaluate(EvaluateArgs),
 }
 
 /// Kafka connection flags, shared by `run` and `produce`.

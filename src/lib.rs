@@ -20,6 +20,7 @@ pub mod config;
 pub mod dataflow;
 pub mod kafka;
 pub mod metrics;
+pub mod ml;
 pub mod produce;
 pub mod run;
 pub mod schema;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use weatherflow::config::{Cli, Command, GenerateArgs, LogFormat, ProduceArgs};
+use weatherflow::config::{Cli, Command, EvaluateArgs, GenerateArgs, LogFormat, ProduceArgs, TrainArgs};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -30,6 +30,14 @@ fn main() -> ExitCode {
         Some(Command::Produce(args)) => {
             init_tracing(args.log_format);
             produce(args)
+        }
+        Some(Command::Train(args)) => {
+            init_tracing(args.log_format);
+            train(args)
+        }
+        Some(Command::Evaluate(args)) => {
+            init_tracing(args.log_format);
+            evaluate(args)
         }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format);
@@ -107,5 +115,49 @@ fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         path.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let params = weatherflow::ml::train::TrainParams {
+        ridge_alpha: args.ridge_alpha,
+        forest: weatherflow::ml::forest::ForestParams {
+            trees: args.trees,
+            sample_size: args.sample_size,
+            seed: args.seed,
+        },
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let outcome =
+        weatherflow::ml::commands::train_command(&args.data, &args.labelled, &args.out, &params, !args.no_loso)?;
+    if let Some(report) = &outcome.loso {
+        print!("{report}");
+    }
+    let s = &outcome.stats;
+    println!(
+        "trained in {:.1} s: forecast samples {:?} (short {:?}), pooled train MAE {:?}, forest rows {}",
+        started.elapsed().as_secs_f64(),
+        s.forecast_samples_full,
+        s.forecast_samples_short,
+        s.forecast_train_mae,
+        s.forest_rows
+    );
+    println!("wrote {}", outcome.forecast_dir.display());
+    println!("wrote {}", outcome.anomaly_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn evaluate(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
+    let report = weatherflow::ml::commands::evaluate_command(
+        &args.data,
+        &args.models,
+        args.leave_one_out.then_some(args.train_data.as_slice()),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
     Ok(ExitCode::SUCCESS)
 }
