@@ -231,6 +231,19 @@ pub struct RunArgs {
     /// must contain `{process}`, replaced by the process index.
     #[arg(long, env = "WEATHERFLOW_OUTPUT")]
     pub output: Option<PathBuf>,
+    /// Write weather-predictions as JSON lines to this file (`{process}` as for `--output`).
+    #[arg(long, env = "WEATHERFLOW_PREDICTIONS")]
+    pub predictions: Option<PathBuf>,
+    /// Model registry: the forecast and anomaly operators load `<dir>/<kind>/LATEST` and
+    /// reload it when it changes.
+    #[arg(long, env = "WEATHERFLOW_MODELS", default_value = "models")]
+    pub models: PathBuf,
+    /// How often the running job checks the registry for a new LATEST (0 disables reload).
+    #[arg(long, env = "WEATHERFLOW_MODEL_POLL", default_value = "5s", value_parser = parse_duration)]
+    pub model_poll: Duration,
+    /// Run without the forecast and anomaly operators (features only).
+    #[arg(long, env = "WEATHERFLOW_NO_ML")]
+    pub no_ml: bool,
     /// Generator settings.
     #[command(flatten)]
     pub generator: GeneratorArgs,
@@ -430,6 +443,19 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Kafka connection; when present, features also go to Kafka.
     pub kafka: Option<KafkaSettings>,
+    /// Predictions output file for this process.
+    pub predictions: Option<PathBuf>,
+    /// The ML stage, unless `--no-ml`.
+    pub ml: Option<MlConfig>,
+}
+
+/// Where the ML stage finds its models.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlConfig {
+    /// Registry directory.
+    pub models: PathBuf,
+    /// Reload check interval; `None` disables reload.
+    pub poll: Option<Duration>,
 }
 
 impl RunArgs {
@@ -475,19 +501,30 @@ impl RunArgs {
             }
             (None, n) => (0..n).map(|i| format!("localhost:{}", 2101 + i)).collect(),
         };
-        let output = match self.output {
+        let per_process = |flag: &'static str, path: Option<PathBuf>| match path {
             Some(path) if self.processes > 1 => {
                 let text = path.to_string_lossy();
                 if !text.contains("{process}") {
                     return Err(invalid(
-                        "--output",
+                        flag,
                         "with several processes the path must contain {process}, so processes do not overwrite each other",
                     ));
                 }
-                Some(PathBuf::from(text.replace("{process}", &self.process.to_string())))
+                Ok(Some(PathBuf::from(
+                    text.replace("{process}", &self.process.to_string()),
+                )))
             }
-            other => other,
+            other => Ok(other),
         };
+        let output = per_process("--output", self.output.clone())?;
+        let predictions = per_process("--predictions", self.predictions.clone())?;
+        if self.no_ml && predictions.is_some() {
+            return Err(invalid("--predictions", "needs the ML stage; drop --no-ml"));
+        }
+        let ml = (!self.no_ml).then(|| MlConfig {
+            models: self.models.clone(),
+            poll: (!self.model_poll.is_zero()).then_some(self.model_poll),
+        });
         let kafka = self.kafka.into_settings()?;
         let source = match self.source {
             SourceKind::Kafka => {
@@ -537,6 +574,8 @@ impl RunArgs {
             progress_interval: self.progress_interval.max(Duration::from_millis(100)),
             log_format: self.log_format,
             kafka,
+            predictions,
+            ml,
         })
     }
 }

@@ -17,6 +17,8 @@ pub struct Metrics {
     late: AtomicU64,
     duplicate: AtomicU64,
     windows_emitted: AtomicU64,
+    predictions: AtomicU64,
+    anomalies: AtomicU64,
     bytes_read: AtomicU64,
     /// Per local worker: its source watermark in epoch ms; `u64::MAX` once it has finished,
     /// 0 before it has seen anything.
@@ -90,6 +92,10 @@ pub struct Snapshot {
     pub duplicate: u64,
     /// Windows emitted (`weatherflow_windows_emitted_total`).
     pub windows_emitted: u64,
+    /// Predictions made (`weatherflow_predictions_total`).
+    pub predictions: u64,
+    /// Predictions flagged anomalous (`weatherflow_anomalies_total`).
+    pub anomalies: u64,
     /// Input bytes consumed by file sources.
     pub bytes_read: u64,
     /// The smallest watermark over this process's running workers, epoch ms; `None` when
@@ -119,6 +125,8 @@ impl Metrics {
             late: AtomicU64::new(0),
             duplicate: AtomicU64::new(0),
             windows_emitted: AtomicU64::new(0),
+            predictions: AtomicU64::new(0),
+            anomalies: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             watermarks: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
             consumer_lag: (0..local_workers).map(|_| AtomicU64::new(u64::MAX)).collect(),
@@ -147,6 +155,12 @@ impl Metrics {
     /// Counts emitted windows.
     pub fn add_windows(&self, n: u64) {
         self.windows_emitted.fetch_add(n, Relaxed);
+    }
+
+    /// Counts predictions and, among them, anomalies.
+    pub fn add_predictions(&self, n: u64, anomalies: u64) {
+        self.predictions.fetch_add(n, Relaxed);
+        self.anomalies.fetch_add(anomalies, Relaxed);
     }
 
     /// Publishes the watermark of local worker `local_index` (`u64::MAX` = finished).
@@ -190,6 +204,8 @@ impl Metrics {
             late: self.late.load(Relaxed),
             duplicate: self.duplicate.load(Relaxed),
             windows_emitted: self.windows_emitted.load(Relaxed),
+            predictions: self.predictions.load(Relaxed),
+            anomalies: self.anomalies.load(Relaxed),
             bytes_read: self.bytes_read.load(Relaxed),
             watermark_ms: marks.min().filter(|&w| w > 0),
             consumer_lag: self

@@ -25,9 +25,11 @@ use timely::dataflow::operators::core::Filter;
 use crate::config::{Config, SourceConfig};
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::{Metrics, Snapshot};
+use crate::ml::MlError;
+use crate::ml::registry::{Watcher, load_latest};
 use crate::schema::format_rfc3339;
-use crate::sinks::file::{JsonlWriter, SinkError, jsonl_sink};
-use crate::sinks::kafka::{KafkaOutput, kafka_features_sink};
+use crate::sinks::file::{JsonlWriter, SinkError, jsonl_predictions_sink, jsonl_sink};
+use crate::sinks::kafka::{KafkaOutput, kafka_features_sink, kafka_predictions_sink};
 use crate::sources::SourceContext;
 use crate::sources::file::plan::{Plan, PlanError};
 use crate::sources::file::{ChunkExchange, file_source};
@@ -49,6 +51,9 @@ pub enum RunError {
     /// Kafka could not be set up (unreachable broker, missing topic, bad option).
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
+    /// The models could not be loaded.
+    #[error("cannot load models: {0} (train with `weatherflow train`, or run with --no-ml)")]
+    Models(#[from] MlError),
     /// Records were still unacknowledged when the run had to end.
     #[error("kafka: {0} records not acknowledged by the broker within {DRAIN_TIMEOUT:?}")]
     Unflushed(i32),
@@ -96,6 +101,9 @@ impl fmt::Display for Summary {
         writeln!(f, "  late (dropped)    {}", t.late)?;
         writeln!(f, "  duplicates        {}", t.duplicate)?;
         writeln!(f, "  windows emitted   {}", t.windows_emitted)?;
+        if t.predictions > 0 {
+            writeln!(f, "  predictions       {} ({} anomalous)", t.predictions, t.anomalies)?;
+        }
         if t.windows_acked > 0 {
             writeln!(f, "  windows to kafka  {} acknowledged", t.windows_acked)?;
         }
@@ -232,10 +240,33 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         .map(JsonlWriter::create)
         .transpose()?
         .map(Arc::new);
+    let prediction_writer = config
+        .predictions
+        .as_deref()
+        .map(JsonlWriter::create)
+        .transpose()?
+        .map(Arc::new);
+    // Loaded once here so a missing or broken registry fails the run before it starts;
+    // each worker then shares these and watches the registry on its own.
+    let models = match &config.ml {
+        Some(ml) => {
+            let models = load_latest(&ml.models)?;
+            tracing::info!(
+                forecast = %models.forecast.version,
+                anomaly = %models.anomaly.version,
+                registry = %ml.models.display(),
+                "models loaded"
+            );
+            Some(models)
+        }
+        None => None,
+    };
+    let ml_config = config.ml.clone();
     let metrics = Arc::new(Metrics::new(config.cluster.workers));
 
     let job = {
         let (metrics, failure, stop, writer) = (metrics.clone(), failure.clone(), stop.clone(), writer.clone());
+        let prediction_writer = prediction_writer.clone();
         let kafka_output = kafka_output.clone();
         let lateness_ms = config.lateness_ms;
         // Global worker index = process × workers + local index.
@@ -292,7 +323,24 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                         .probe_with(&durable)
                         .probe_with(&probe);
                 }
-                windows.probe_with(&probe);
+                if let (Some(models), Some(ml)) = (&models, &ml_config) {
+                    let watcher = ml.poll.map(|every| Watcher::new(ml.models.clone(), every));
+                    let predictions =
+                        crate::dataflow::predict::predictions(windows, models.clone(), watcher, metrics.clone());
+                    if let Some(writer) = &prediction_writer {
+                        jsonl_predictions_sink(predictions.clone(), writer.clone(), ctx.clone());
+                    }
+                    if let Some(output) = &kafka_output {
+                        kafka_predictions_sink(predictions.clone(), output.clone(), ctx.clone())
+                            .probe_with(&durable)
+                            .probe_with(&probe);
+                    }
+                    // Predictions complete after their windows, so probing them covers both,
+                    // and the windows need no extra copy for a probe of their own.
+                    predictions.probe_with(&probe);
+                } else {
+                    windows.probe_with(&probe);
+                }
             });
             while !stop.load(Ordering::Relaxed) && failure.get().is_none() {
                 if !worker.step_or_park(Some(Duration::from_millis(50))) {
@@ -333,7 +381,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
             }
         }
     };
-    if let Some(writer) = &writer {
+    for writer in [&writer, &prediction_writer].into_iter().flatten() {
         writer.flush()?;
     }
     if let Some(output) = &kafka_output

@@ -31,6 +31,7 @@
 
 pub mod emit;
 pub mod pane;
+pub mod predict;
 pub mod window;
 
 use std::rc::Rc;

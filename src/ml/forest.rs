@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::MlError;
 
 const LEAF: u16 = u16::MAX;
+/// Rows walked through a tree together by [`IsolationForest::score_batch`].
+pub const LANES: usize = 8;
+/// Widest input row: scoring copies rows into fixed-size lane buffers.
+pub const MAX_DIMS: usize = 16;
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 
 /// Average path length of an unsuccessful search in a BST of `n` points.
@@ -94,8 +98,10 @@ impl Default for ForestParams {
     }
 }
 
-/// A trained forest.
+/// A trained forest. On the wire it is the node lists; in memory it also keeps the
+/// [`Perfect`] layout scoring uses, rebuilt (and checked) on deserialisation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ForestData")]
 pub struct IsolationForest {
     /// The settings it was trained with.
     pub params: ForestParams,
@@ -106,15 +112,136 @@ pub struct IsolationForest {
     /// Start of each tree in `nodes`.
     starts: Vec<u32>,
     nodes: Vec<Node>,
+    #[serde(skip)]
+    perfect: Perfect,
+}
+
+/// The serialised fields, checked and compiled into an [`IsolationForest`] on load.
+#[derive(Deserialize)]
+struct ForestData {
+    params: ForestParams,
+    dims: usize,
+    norm: f32,
+    starts: Vec<u32>,
+    nodes: Vec<Node>,
+}
+
+impl TryFrom<ForestData> for IsolationForest {
+    type Error = String;
+    fn try_from(d: ForestData) -> Result<Self, String> {
+        let mut forest = IsolationForest {
+            params: d.params,
+            dims: d.dims,
+            norm: d.norm,
+            starts: d.starts,
+            nodes: d.nodes,
+            perfect: Perfect::default(),
+        };
+        forest.validate().map_err(|e| e.to_string())?;
+        forest.perfect = Perfect::build(&forest);
+        Ok(forest)
+    }
+}
+
+/// Every tree padded to a perfect binary tree of the height limit: internal node `i` has
+/// children `2i + 1` (value below the threshold) and `2i + 2`, and a leaf reached early
+/// is copied into every slot under it. Scoring is then a fixed number of branch-free
+/// steps per tree, with no "is this a leaf" test.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Perfect {
+    depth: usize,
+    features: Vec<u16>,
+    thresholds: Vec<f32>,
+    leaves: Vec<f32>,
+}
+
+impl Perfect {
+    fn build(forest: &IsolationForest) -> Perfect {
+        // Training never grows deeper than ceil(log2 ψ); a hand-made file might, and is
+        // then measured from its actual depth.
+        let depth = (0..forest.starts.len())
+            .map(|t| tree_depth(forest.tree(t), 0))
+            .max()
+            .unwrap_or(0);
+        let internal = (1usize << depth) - 1;
+        let mut p = Perfect {
+            depth,
+            features: Vec::with_capacity(internal * forest.starts.len()),
+            thresholds: Vec::with_capacity(internal * forest.starts.len()),
+            leaves: Vec::with_capacity((internal + 1) * forest.starts.len()),
+        };
+        for t in 0..forest.starts.len() {
+            let tree = forest.tree(t);
+            let mut features = vec![0u16; internal];
+            let mut thresholds = vec![0.0f32; internal];
+            let mut leaves = vec![0.0f32; internal + 1];
+            fill(tree, 0, 0, depth, &mut features, &mut thresholds, &mut leaves);
+            p.features.extend(features);
+            p.thresholds.extend(thresholds);
+            p.leaves.extend(leaves);
+        }
+        p
+    }
+}
+
+fn tree_depth(tree: &[Node], i: usize) -> usize {
+    let node = tree[i];
+    if node.feature == LEAF {
+        0
+    } else {
+        1 + tree_depth(tree, i + 1).max(tree_depth(tree, node.right as usize))
+    }
+}
+
+/// Copies node `i` of `tree` into perfect-tree slot `pos` at `level`.
+fn fill(
+    tree: &[Node],
+    i: usize,
+    pos: usize,
+    depth: usize,
+    features: &mut [u16],
+    thresholds: &mut [f32],
+    leaves: &mut [f32],
+) {
+    let node = tree[i];
+    if level_of(pos) == depth {
+        leaves[pos + 1 - (1 << depth)] = node.value;
+        return;
+    }
+    if node.feature == LEAF {
+        // Both children lead to the same leaf value, whatever the comparison says.
+        features[pos] = 0;
+        thresholds[pos] = 0.0;
+        fill(tree, i, 2 * pos + 1, depth, features, thresholds, leaves);
+        fill(tree, i, 2 * pos + 2, depth, features, thresholds, leaves);
+    } else {
+        features[pos] = node.feature;
+        thresholds[pos] = node.value;
+        fill(tree, i + 1, 2 * pos + 1, depth, features, thresholds, leaves);
+        fill(
+            tree,
+            node.right as usize,
+            2 * pos + 2,
+            depth,
+            features,
+            thresholds,
+            leaves,
+        );
+    }
+}
+
+/// Level of slot `pos` in a perfect binary tree stored breadth-first.
+fn level_of(pos: usize) -> usize {
+    (usize::BITS - 1 - (pos + 1).leading_zeros()) as usize
 }
 
 impl IsolationForest {
     /// Trains on `rows` (each of length `dims`). Deterministic for a given seed.
     pub fn fit(rows: &[Vec<f32>], params: ForestParams) -> Result<IsolationForest, MlError> {
         let dims = rows.first().map_or(0, Vec::len);
-        if rows.len() < 2 || dims == 0 || dims >= LEAF as usize {
+        if rows.len() < 2 || dims == 0 || dims > MAX_DIMS {
             return Err(MlError::Train(format!(
-                "isolation forest needs at least 2 rows of 1..{LEAF} features, got {} rows of {dims}",
+                "isolation forest needs at least 2 rows of 1..={MAX_DIMS} features, got {} rows of {dims}",
                 rows.len()
             )));
         }
@@ -146,7 +273,7 @@ impl IsolationForest {
             grow(rows, &mut sample, 0, height_limit, &mut rng, &mut tree);
             nodes.extend(tree);
         }
-        Ok(IsolationForest {
+        let mut forest = IsolationForest {
             params: ForestParams {
                 sample_size: psi,
                 ..params
@@ -155,7 +282,10 @@ impl IsolationForest {
             norm: c(psi) as f32,
             starts,
             nodes,
-        })
+            perfect: Perfect::default(),
+        };
+        forest.perfect = Perfect::build(&forest);
+        Ok(forest)
     }
 
     /// Checks internal consistency after deserialisation: every child index in range.
@@ -163,6 +293,9 @@ impl IsolationForest {
         let bad = |what: &str| Err(MlError::Model(format!("isolation forest: {what}")));
         if self.starts.is_empty() || !(self.norm > 0.0) {
             return bad("no trees");
+        }
+        if self.dims == 0 || self.dims > MAX_DIMS {
+            return bad("input width out of range");
         }
         for (t, &start) in self.starts.iter().enumerate() {
             let end = self.starts.get(t + 1).map_or(self.nodes.len(), |&s| s as usize);
@@ -186,22 +319,6 @@ impl IsolationForest {
         Ok(())
     }
 
-    fn path_length(&self, tree: &[Node], row: &[f32]) -> f32 {
-        let mut i = 0usize;
-        loop {
-            let node = tree[i];
-            if node.feature == LEAF {
-                return node.value;
-            }
-            // NaN goes right, like any value not below the threshold.
-            i = if row[node.feature as usize] < node.value {
-                i + 1
-            } else {
-                node.right as usize
-            };
-        }
-    }
-
     fn tree(&self, t: usize) -> &[Node] {
         let start = self.starts[t] as usize;
         let end = self.starts.get(t + 1).map_or(self.nodes.len(), |&s| s as usize);
@@ -216,22 +333,49 @@ impl IsolationForest {
     }
 
     /// Scores many rows into `out` (same length), tree by tree.
+    ///
+    /// Rows go through each tree [`LANES`] at a time in lockstep: one row's walk is a chain
+    /// of dependent loads, but independent chains overlap in the CPU. A row shorter than
+    /// `dims` scores 0.
     pub fn score_batch<R: AsRef<[f32]>>(&self, rows: &[R], out: &mut [f32]) {
-        for o in out.iter_mut() {
-            *o = 0.0;
-        }
-        for t in 0..self.starts.len() {
-            let tree = self.tree(t);
-            for (row, o) in rows.iter().zip(out.iter_mut()) {
-                let row = row.as_ref();
-                if row.len() >= self.dims {
-                    *o += self.path_length(tree, row);
+        let p = &self.perfect;
+        let internal = (1usize << p.depth) - 1;
+        for (chunk, outs) in rows.chunks(LANES).zip(out.chunks_mut(LANES)) {
+            let mut lanes = [[0.0f32; MAX_DIMS]; LANES];
+            let mut sums = [0.0f32; LANES];
+            let n = chunk.len().min(outs.len());
+            for lane in 0..n {
+                let row = chunk[lane].as_ref();
+                if row.len() >= self.dims && self.dims <= MAX_DIMS {
+                    lanes[lane][..self.dims].copy_from_slice(&row[..self.dims]);
+                } else {
+                    sums[lane] = f32::NAN;
                 }
             }
-        }
-        let trees = self.starts.len() as f32;
-        for o in out.iter_mut() {
-            *o = (2.0f32).powf(-(*o / trees) / self.norm);
+            for t in 0..self.starts.len() {
+                let features = &p.features[t * internal..(t + 1) * internal];
+                let thresholds = &p.thresholds[t * internal..(t + 1) * internal];
+                let leaves = &p.leaves[t * (internal + 1)..(t + 1) * (internal + 1)];
+                let mut at = [0usize; LANES];
+                for _ in 0..p.depth {
+                    for lane in 0..LANES {
+                        let i = at[lane];
+                        let go_right = !(lanes[lane][usize::from(features[i]) % MAX_DIMS] < thresholds[i]);
+                        at[lane] = 2 * i + 1 + usize::from(go_right);
+                    }
+                }
+                for lane in 0..LANES {
+                    sums[lane] += leaves[at[lane] - internal];
+                }
+            }
+            let trees = self.starts.len() as f32;
+            for lane in 0..n {
+                outs[lane] = if sums[lane].is_nan() {
+                    0.0
+                } else {
+                    (2.0f32).powf(-(sums[lane] / trees) / self.norm)
+                };
+            }
         }
     }
 

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::anomaly::{Anomaly, AnomalyModel, DetectorState, detect, detector_row};
+use super::anomaly::{Anomaly, AnomalyModel, DETECTOR_DIMS, DetectorState, detect, detector_row};
 use super::features::{self, Variant};
 use super::forecast::{Forecast, ForecastModel, StationForecaster, Verified};
 use super::history::{History, Obs, TEMPERATURE};
@@ -73,9 +73,24 @@ impl StationState {
     /// Processes one observation: score it against the past, verify and learn from the
     /// forecasts it completes (unless it looks faulty), add it to the history, forecast.
     pub fn step(&mut self, obs: Obs, longitude: Option<f64>, models: &Models) -> StepOutput {
-        let expected = self.forecaster.expectation(obs.ts_ms);
-        let row = detector_row(&self.history, &obs, expected);
+        let row = self.forest_input(&obs);
         let forest_score = models.anomaly.model.forest.score(&row);
+        self.step_scored(obs, longitude, models, forest_score)
+    }
+
+    /// The isolation forest's input for `obs`. The dataflow operator collects these for a
+    /// whole batch and scores them together ([`IsolationForest::score_batch`], tree by
+    /// tree, cache-friendly), then calls [`StationState::step_scored`] per station.
+    ///
+    /// [`IsolationForest::score_batch`]: super::forest::IsolationForest::score_batch
+    pub fn forest_input(&self, obs: &Obs) -> [f32; DETECTOR_DIMS] {
+        detector_row(&self.history, obs, self.forecaster.expectation(obs.ts_ms))
+    }
+
+    /// [`StationState::step`] with the forest score of [`StationState::forest_input`]
+    /// already computed.
+    pub fn step_scored(&mut self, obs: Obs, longitude: Option<f64>, models: &Models, forest_score: f32) -> StepOutput {
+        let expected = self.forecaster.expectation(obs.ts_ms);
         let anomaly = detect(
             &mut self.detector,
             &self.history,

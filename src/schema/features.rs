@@ -94,7 +94,7 @@ impl WindowFeatures {
     }
 }
 
-mod rfc3339_ms {
+pub(crate) mod rfc3339_ms {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {

@@ -1,4 +1,4 @@
-//! The JSON-lines features sink (`--output FILE`).
+//! The JSON-lines sinks: features (`--output FILE`) and predictions (`--predictions FILE`).
 //!
 //! Every worker of a process writes into one shared buffered file. A worker serialises a
 //! whole batch into its own buffer first and takes the lock once per batch, so writers do
@@ -15,7 +15,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::schema::{WindowFeatures, format_rfc3339};
+use crate::schema::{Prediction, WindowFeatures, format_rfc3339};
 use crate::sources::SourceContext;
 
 /// Why the output file failed.
@@ -104,6 +104,36 @@ pub fn jsonl_sink(windows: StreamVec<'_, u64, WindowFeatures>, writer: Arc<Jsonl
                     if window.write_json(&mut buffer, start, end).is_ok() {
                         buffer.push(b'\n');
                     }
+                }
+            }
+        });
+        if !buffer.is_empty() {
+            if let Err(e) = writer.append(&buffer) {
+                ctx.fail(format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ));
+            }
+            buffer.clear();
+        }
+    });
+}
+
+/// Writes every prediction to `writer`, one JSON object per line.
+pub fn jsonl_predictions_sink(
+    predictions: StreamVec<'_, u64, Prediction>,
+    writer: Arc<JsonlWriter>,
+    ctx: SourceContext,
+) {
+    let mut buffer = Vec::new();
+    predictions.sink(Pipeline, "JsonlPredictionsSink", move |(input, _frontier)| {
+        input.for_each(|_cap, data| {
+            for prediction in data.iter() {
+                // Serialising plain numbers and strings into a Vec cannot fail.
+                if serde_json::to_writer(&mut buffer, prediction).is_ok() {
+                    buffer.push(b'\n');
                 }
             }
         });

@@ -35,7 +35,7 @@ use timely::dataflow::operators::generic::Operator;
 pub use acks::{Ack, Checkpoints, DeadLetters, WindowAcks};
 
 use crate::kafka::{KafkaSettings, KafkaSetupError, Topics};
-use crate::schema::{WindowFeatures, format_rfc3339};
+use crate::schema::{Prediction, WindowFeatures, format_rfc3339};
 use crate::sources::SourceContext;
 
 /// librdkafka callbacks of the output producer: acknowledgements settle trackers.
@@ -231,88 +231,122 @@ pub fn kafka_features_sink<'s>(
     output: Arc<KafkaOutput>,
     ctx: SourceContext,
 ) -> StreamVec<'s, u64, ()> {
-    let scope = windows.scope();
-    windows.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-        Pipeline,
+    let topic = output.topics().features.clone();
+    // Window bounds formatted once per window end, not once per station.
+    let mut bounds: Option<(u64, String, String)> = None;
+    kafka_sink(
+        windows,
+        output,
+        ctx,
+        topic,
         "KafkaFeaturesSink",
-        move |initial, info| {
-            drop(initial);
-            let acks = Arc::new(WindowAcks::new(
-                scope.worker().sync_activator_for(info.address.to_vec()),
-                ctx.metrics.clone(),
-            ));
-            let activator = scope.activator_for(info.address);
-            let topic = output.topics().features.clone();
-            let mut held: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
-            let mut backlog: Vec<Outgoing> = Vec::new();
-            let mut bounds: Option<(u64, String, String)> = None;
-            let mut buffer = Vec::new();
-            move |(input, frontier), _out| {
-                input.for_each(|cap, data| {
-                    for window in data.drain(..) {
-                        let time = *cap.time();
-                        held.entry(time).or_insert_with(|| cap.retain(0));
-                        if bounds.as_ref().is_none_or(|(end, _, _)| *end != window.window_end) {
-                            bounds = Some((
-                                window.window_end,
-                                format_rfc3339(window.window_start),
-                                format_rfc3339(window.window_end),
-                            ));
-                        }
-                        let Some((_, start, end)) = &bounds else { continue };
-                        buffer.clear();
-                        // Serialising plain numbers and strings into a Vec cannot fail.
-                        if window.write_json(&mut buffer, start, end).is_err() {
-                            continue;
-                        }
-                        // The window end rides along as a header too, so consumers can
-                        // upsert by (key, window_end) without parsing the payload.
-                        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
-                            key: "window_end",
-                            value: Some(end.as_str()),
-                        });
-                        acks.add(time, 1);
-                        backlog.push(Outgoing {
-                            time,
-                            key: window.station_id,
-                            payload: buffer.clone(),
-                            headers: Some(headers),
-                        });
-                    }
-                });
-                let mut unsent = Vec::new();
-                let mut full = false;
-                for record in backlog.drain(..) {
-                    if full {
-                        unsent.push(record);
-                        continue;
-                    }
-                    let ack = Box::new(Ack::Window {
-                        tracker: acks.clone(),
-                        time: record.time,
-                    });
-                    match output.send(&topic, record, ack) {
-                        Ok(()) => {}
-                        Err(SendFailure::Full(record)) => {
-                            full = true;
-                            unsent.push(record);
-                        }
-                        Err(SendFailure::Fatal(message)) => {
-                            ctx.fail(message);
-                            return;
-                        }
-                    }
-                }
-                backlog = unsent;
-                if !backlog.is_empty() {
-                    // The producer's queue is full: try again soon, holding every
-                    // capability so nothing downstream counts these windows as durable.
-                    activator.activate_after(Duration::from_millis(5));
-                }
-                // A time is durable once no more input can arrive for it and every record
-                // of it is acknowledged (records in the backlog count as unacknowledged).
-                held.retain(|time, _| frontier.less_equal(time) || !acks.is_settled(*time));
+        move |window, buffer| {
+            if bounds.as_ref().is_none_or(|(end, _, _)| *end != window.window_end) {
+                bounds = Some((
+                    window.window_end,
+                    format_rfc3339(window.window_start),
+                    format_rfc3339(window.window_end),
+                ));
             }
+            let (_, start, end) = bounds.as_ref()?;
+            // Serialising plain numbers and strings into a Vec cannot fail.
+            window.write_json(buffer, start, end).ok()?;
+            Some((window.station_id, end.clone()))
         },
     )
+}
+
+/// Writes every prediction to the predictions topic, keyed by station; returns the
+/// durable stream like [`kafka_features_sink`].
+pub fn kafka_predictions_sink<'s>(
+    predictions: StreamVec<'s, u64, Prediction>,
+    output: Arc<KafkaOutput>,
+    ctx: SourceContext,
+) -> StreamVec<'s, u64, ()> {
+    let topic = output.topics().predictions.clone();
+    kafka_sink(predictions, output, ctx, topic, "KafkaPredictionsSink", |p, buffer| {
+        serde_json::to_writer(&mut *buffer, &p).ok()?;
+        Some((p.station_id, format_rfc3339(p.window_end)))
+    })
+}
+
+/// The shared sink: `encode` appends a record's payload to the buffer and returns its
+/// key and formatted window end (`None` skips the record).
+fn kafka_sink<'s, T: Clone + 'static>(
+    records: StreamVec<'s, u64, T>,
+    output: Arc<KafkaOutput>,
+    ctx: SourceContext,
+    topic: String,
+    name: &str,
+    mut encode: impl FnMut(T, &mut Vec<u8>) -> Option<(String, String)> + 'static,
+) -> StreamVec<'s, u64, ()> {
+    let scope = records.scope();
+    records.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, name, move |initial, info| {
+        drop(initial);
+        let acks = Arc::new(WindowAcks::new(
+            scope.worker().sync_activator_for(info.address.to_vec()),
+            ctx.metrics.clone(),
+        ));
+        let activator = scope.activator_for(info.address);
+        let mut held: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
+        let mut backlog: Vec<Outgoing> = Vec::new();
+        let mut buffer = Vec::new();
+        move |(input, frontier), _out| {
+            input.for_each(|cap, data| {
+                for record in data.drain(..) {
+                    let time = *cap.time();
+                    held.entry(time).or_insert_with(|| cap.retain(0));
+                    buffer.clear();
+                    let Some((key, end)) = encode(record, &mut buffer) else {
+                        continue;
+                    };
+                    // The window end rides along as a header too, so consumers can
+                    // upsert by (key, window_end) without parsing the payload.
+                    let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                        key: "window_end",
+                        value: Some(end.as_str()),
+                    });
+                    acks.add(time, 1);
+                    backlog.push(Outgoing {
+                        time,
+                        key,
+                        payload: buffer.clone(),
+                        headers: Some(headers),
+                    });
+                }
+            });
+            let mut unsent = Vec::new();
+            let mut full = false;
+            for record in backlog.drain(..) {
+                if full {
+                    unsent.push(record);
+                    continue;
+                }
+                let ack = Box::new(Ack::Window {
+                    tracker: acks.clone(),
+                    time: record.time,
+                });
+                match output.send(&topic, record, ack) {
+                    Ok(()) => {}
+                    Err(SendFailure::Full(record)) => {
+                        full = true;
+                        unsent.push(record);
+                    }
+                    Err(SendFailure::Fatal(message)) => {
+                        ctx.fail(message);
+                        return;
+                    }
+                }
+            }
+            backlog = unsent;
+            if !backlog.is_empty() {
+                // The producer's queue is full: try again soon, holding every
+                // capability so nothing downstream counts these windows as durable.
+                activator.activate_after(Duration::from_millis(5));
+            }
+            // A time is durable once no more input can arrive for it and every record
+            // of it is acknowledged (records in the backlog count as unacknowledged).
+            held.retain(|time, _| frontier.less_equal(time) || !acks.is_settled(*time));
+        }
+    })
 }

@@ -1,0 +1,129 @@
+//! The forecast and anomaly operator: one [`Prediction`] per emitted window.
+//!
+//! It sits right after window emission on the same worker (pipeline channel): windows are
+//! already partitioned by station, and emission produces each station's windows in
+//! window-end order, which is exactly the order [`StationState::step`] needs. So no
+//! exchange, no buffering and no notificator are needed; the operator is a `unary` map
+//! with per-station state.
+//!
+//! Hot reload: the worker's [`Watcher`] is polled at most once per interval from this
+//! operator. New models replace the `Arc`s used for the next window, while every
+//! station's history, learned correction and detector state stay as they are, so a swap
+//! costs no warm-up. Each prediction names the versions that made it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::metrics::Metrics;
+use crate::ml::anomaly::DETECTOR_DIMS;
+use crate::ml::history::Obs;
+use crate::ml::registry::Watcher;
+use crate::ml::station::{Models, StationState};
+use crate::schema::{AnomalyRecord, ForecastRecord, ModelVersions, Prediction, VariableStats, WindowFeatures, round3};
+
+fn mean(stats: &Option<VariableStats>) -> f32 {
+    stats.as_ref().map_or(f32::NAN, |s| s.mean as f32)
+}
+
+/// The observation a window stands for: its means, at its end.
+pub fn observation(w: &WindowFeatures) -> Obs {
+    Obs {
+        ts_ms: w.window_end,
+        values: [
+            mean(&w.temperature),
+            mean(&w.humidity),
+            mean(&w.pressure),
+            mean(&w.wind_speed),
+        ],
+    }
+}
+
+/// Applies the models to every window. `watcher` enables hot reload.
+pub fn predictions<'s>(
+    windows: StreamVec<'s, u64, WindowFeatures>,
+    mut models: Models,
+    mut watcher: Option<Watcher>,
+    metrics: Arc<Metrics>,
+) -> StreamVec<'s, u64, Prediction> {
+    let mut stations: HashMap<String, StationState> = HashMap::new();
+    let mut rows: Vec<[f32; DETECTOR_DIMS]> = Vec::new();
+    let mut scores: Vec<f32> = Vec::new();
+    windows.unary(Pipeline, "Predict", move |_cap, _info| {
+        move |input, output| {
+            if let Some(w) = watcher.as_mut()
+                && let Some(new) = w.poll(&models)
+            {
+                tracing::info!(
+                    forecast = %new.forecast.version,
+                    anomaly = %new.anomaly.version,
+                    stations = stations.len(),
+                    "models reloaded; station state kept"
+                );
+                models = new;
+            }
+            let (mut made, mut flagged) = (0u64, 0u64);
+            input.for_each(|cap, data| {
+                // One batch holds one window end, so at most one window per station: the
+                // forest can score the whole batch before any station steps.
+                rows.clear();
+                for window in data.iter() {
+                    let obs = observation(window);
+                    let row = match stations.get(&window.station_id) {
+                        Some(state) => state.forest_input(&obs),
+                        None => StationState::new(&models).forest_input(&obs),
+                    };
+                    rows.push(row);
+                }
+                scores.resize(rows.len(), 0.0);
+                models.anomaly.model.forest.score_batch(&rows, &mut scores);
+                let mut session = output.session(&cap);
+                for (window, &forest_score) in data.drain(..).zip(&scores) {
+                    let obs = observation(&window);
+                    let state = match stations.get_mut(&window.station_id) {
+                        Some(state) => state,
+                        None => stations
+                            .entry(window.station_id.clone())
+                            .or_insert_with(|| StationState::new(&models)),
+                    };
+                    // Longitude is not known per station yet; local solar time falls back
+                    // to UTC (see the README's ML section).
+                    let step = state.step_scored(obs, None, &models, forest_score);
+                    let Some(forecasts) = step.forecasts else { continue };
+                    made += 1;
+                    flagged += u64::from(step.anomaly.is_anomaly);
+                    session.give(Prediction {
+                        station_id: window.station_id,
+                        window_end: window.window_end,
+                        temperature: round3(obs.values[0]),
+                        forecasts: forecasts
+                            .iter()
+                            .map(|f| ForecastRecord {
+                                horizon_hours: f.horizon_hours,
+                                temperature: round3(f.temperature),
+                                lower: round3(f.lower),
+                                upper: round3(f.upper),
+                            })
+                            .collect(),
+                        forecast_variant: step.variant.map_or("short_history", |v| v.as_str()).to_string(),
+                        anomaly: AnomalyRecord {
+                            score: round3(step.anomaly.score),
+                            is_anomaly: step.anomaly.is_anomaly,
+                            reasons: step.anomaly.reasons,
+                        },
+                        models: ModelVersions {
+                            forecast: models.forecast.version.clone(),
+                            anomaly: models.anomaly.version.clone(),
+                        },
+                    });
+                }
+            });
+            if made > 0 {
+                metrics.add_predictions(made, flagged);
+            }
+        }
+    })
+}
