@@ -11,9 +11,9 @@
 //! station's history, learned correction and detector state stay as they are, so a swap
 //! costs no warm-up. Each prediction names the versions that made it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -42,6 +42,13 @@ pub fn observation(w: &WindowFeatures) -> Obs {
     }
 }
 
+fn versions_of(models: &Models) -> ModelVersions {
+    ModelVersions {
+        forecast: models.forecast.version.as_str().into(),
+        anomaly: models.anomaly.version.as_str().into(),
+    }
+}
+
 /// Applies the models to every window. `watcher` enables hot reload.
 pub fn predictions<'s>(
     windows: StreamVec<'s, u64, WindowFeatures>,
@@ -49,9 +56,10 @@ pub fn predictions<'s>(
     mut watcher: Option<Watcher>,
     metrics: Arc<Metrics>,
 ) -> StreamVec<'s, u64, Prediction> {
-    let mut stations: HashMap<String, StationState> = HashMap::new();
+    let mut stations: FxHashMap<String, StationState> = FxHashMap::default();
     let mut rows: Vec<[f32; DETECTOR_DIMS]> = Vec::new();
     let mut scores: Vec<f32> = Vec::new();
+    let mut versions = versions_of(&models);
     windows.unary(Pipeline, "Predict", move |_cap, _info| {
         move |input, output| {
             if let Some(w) = watcher.as_mut()
@@ -64,6 +72,7 @@ pub fn predictions<'s>(
                     "models reloaded; station state kept"
                 );
                 models = new;
+                versions = versions_of(&models);
             }
             let (mut made, mut flagged) = (0u64, 0u64);
             input.for_each(|cap, data| {
@@ -99,25 +108,19 @@ pub fn predictions<'s>(
                         station_id: window.station_id,
                         window_end: window.window_end,
                         temperature: round3(obs.values[0]),
-                        forecasts: forecasts
-                            .iter()
-                            .map(|f| ForecastRecord {
-                                horizon_hours: f.horizon_hours,
-                                temperature: round3(f.temperature),
-                                lower: round3(f.lower),
-                                upper: round3(f.upper),
-                            })
-                            .collect(),
+                        forecasts: forecasts.map(|f| ForecastRecord {
+                            horizon_hours: f.horizon_hours,
+                            temperature: round3(f.temperature),
+                            lower: round3(f.lower),
+                            upper: round3(f.upper),
+                        }),
                         forecast_variant: step.variant.map_or("short_history", |v| v.as_str()).to_string(),
                         anomaly: AnomalyRecord {
                             score: round3(step.anomaly.score),
                             is_anomaly: step.anomaly.is_anomaly,
                             reasons: step.anomaly.reasons,
                         },
-                        models: ModelVersions {
-                            forecast: models.forecast.version.clone(),
-                            anomaly: models.anomaly.version.clone(),
-                        },
+                        models: versions.clone(),
                     });
                 }
             });

@@ -149,18 +149,6 @@ fn elapsed_hours(prev: &Obs, obs: &Obs) -> f32 {
     (obs.ts_ms.saturating_sub(prev.ts_ms) as f32 / HOUR_MS as f32).max(1.0 / 60.0)
 }
 
-fn median6_dewpoint(h: &History) -> f32 {
-    let mut v: Vec<f32> = (1..=6)
-        .map(|k| dewpoint(h.hour_mean(k, TEMPERATURE), h.hour_mean(k, HUMIDITY)))
-        .filter(|v| v.is_finite())
-        .collect();
-    if v.len() < 3 {
-        return f32::NAN;
-    }
-    v.sort_by(f32::total_cmp);
-    v[v.len() / 2]
-}
-
 fn or_zero(v: f32) -> f32 {
     if v.is_finite() { v } else { 0.0 }
 }
@@ -174,7 +162,7 @@ pub fn detector_row(h: &History, obs: &Obs, expected: Option<Expectation>) -> [f
         let root = elapsed_hours(prev, obs).sqrt();
         row[0] = or_zero((t - prev.values[TEMPERATURE]) / root);
         let td = dewpoint(t, rh);
-        let td_prev = dewpoint(prev.values[TEMPERATURE], prev.values[HUMIDITY]);
+        let td_prev = h.latest_dewpoint();
         row[1] = or_zero((td - td_prev) / root);
         row[2] = or_zero((obs.values[PRESSURE] - prev.values[PRESSURE]) / root);
     }
@@ -183,20 +171,27 @@ pub fn detector_row(h: &History, obs: &Obs, expected: Option<Expectation>) -> [f
     if let Some(e) = expected {
         row[5] = or_zero((t - e.temperature) / e.scale.max(0.3));
     }
-    let mean24: Vec<f32> = (1..=24)
-        .map(|k| h.hour_mean(k, TEMPERATURE))
-        .filter(|v| v.is_finite())
-        .collect();
-    if mean24.len() >= 6 {
-        row[6] = or_zero((t - mean24.iter().sum::<f32>() / mean24.len() as f32) / 5.0);
+    let (mut sum, mut n) = (0.0f32, 0u32);
+    for k in 1..=24 {
+        let v = h.hour_mean(k, TEMPERATURE);
+        if v.is_finite() {
+            sum += v;
+            n += 1;
+        }
+    }
+    if n >= 6 {
+        row[6] = or_zero((t - sum / n as f32) / 5.0);
     }
     row
 }
 
 struct Finding {
     score: f32,
-    reason: String,
+    reason: Option<String>,
 }
+
+/// Sub-score from which a finding's reason is formatted.
+const REASON_MIN: f32 = 0.3;
 
 /// Scores `obs` against the history *before* it, updating the station's detector state.
 pub fn detect(
@@ -209,9 +204,12 @@ pub fn detect(
 ) -> Anomaly {
     let r = &model.rules;
     let mut findings: Vec<Finding> = Vec::new();
-    let mut add = |z: f32, reason: String| {
+    // Reasons are formatted only for findings strong enough to be reported: formatting
+    // floats for every window would cost more than all the detectors together.
+    let mut add = |z: f32, reason: &dyn Fn() -> String| {
         let score = sub_score(z);
         if score > 0.0 {
+            let reason = (score >= REASON_MIN).then(reason);
             findings.push(Finding { score, reason });
         }
     };
@@ -223,10 +221,9 @@ pub fn detect(
         let (lo, hi) = (lo as f32, hi as f32);
         if v.is_finite() && (v < lo || v > hi) {
             let excess = if v > hi { v - hi } else { lo - v };
-            add(
-                2.0 + excess,
-                format!("{} {v:.1} outside the physical range {lo}..{hi}", var.name()),
-            );
+            add(2.0 + excess, &|| {
+                format!("{} {v:.1} outside the physical range {lo}..{hi}", var.name())
+            });
         }
     }
     let t = obs.values[TEMPERATURE];
@@ -235,22 +232,20 @@ pub fn detect(
         let root = dt.sqrt();
         let minutes = (dt * 60.0).round();
         let dtemp = t - prev.values[TEMPERATURE];
-        add(
-            dtemp.abs() / root / r.temperature_jump,
-            format!("temperature jump {dtemp:+.1} °C in {minutes} min"),
-        );
+        add(dtemp.abs() / root / r.temperature_jump, &|| {
+            format!("temperature jump {dtemp:+.1} °C in {minutes} min")
+        });
         let dp = obs.values[PRESSURE] - prev.values[PRESSURE];
-        add(
-            dp.abs() / root / r.pressure_jump,
-            format!("pressure jump {dp:+.1} hPa in {minutes} min"),
-        );
+        add(dp.abs() / root / r.pressure_jump, &|| {
+            format!("pressure jump {dp:+.1} hPa in {minutes} min")
+        });
     }
     // Humidity: a sudden dew-point jump, or a dew point far from its recent median (which
     // also catches the readings after a jump that stays).
     let td = dewpoint(t, obs.values[HUMIDITY]);
-    let shift = td - median6_dewpoint(h);
+    let shift = td - h.dewpoint_median6();
     let jump = h.latest().map_or(f32::NAN, |prev| {
-        (td - dewpoint(prev.values[TEMPERATURE], prev.values[HUMIDITY])) / elapsed_hours(prev, obs).sqrt()
+        (td - h.latest_dewpoint()) / elapsed_hours(prev, obs).sqrt()
     });
     let z_jump = if jump.is_finite() {
         jump.abs() / r.dewpoint_jump
@@ -262,14 +257,13 @@ pub fn detect(
     } else {
         0.0
     };
-    add(
-        z_jump.max(z_shift),
+    add(z_jump.max(z_shift), &|| {
         format!(
             "humidity {:.0} % puts the dew point {:+.1} °C off its recent level",
             obs.values[HUMIDITY],
             if z_jump >= z_shift { jump } else { shift }
-        ),
-    );
+        )
+    });
     // Stuck: identical temperature for a while, weighted by evidence that it should move.
     if (t - state.flat_value).abs() < 1e-3 && state.flat_since_ms > 0 {
         if let Some(prev) = h.latest() {
@@ -285,10 +279,9 @@ pub fn detect(
         // The run's length alone stays below the threshold but
         // ranks long runs above ordinary readings (capped at half the threshold).
         let evidence = state.flat_expected_moves + state.flat_rh_moves / 5.0;
-        add(
-            (hours / 6.0).min(0.5) + evidence / r.stuck_evidence,
-            format!("temperature stuck at {t:.1} °C for {hours:.1} h"),
-        );
+        add((hours / 6.0).min(0.5) + evidence / r.stuck_evidence, &|| {
+            format!("temperature stuck at {t:.1} °C for {hours:.1} h")
+        });
     } else {
         state.flat_value = t;
         state.flat_since_ms = obs.ts_ms;
@@ -298,10 +291,9 @@ pub fn detect(
     if let Some(e) = expected {
         let scale = e.scale.max(0.1);
         let residual = (t - e.temperature) / scale;
-        add(
-            residual.abs() / r.residual,
-            format!("temperature {:+.1} °C off its 1 h forecast", t - e.temperature),
-        );
+        add(residual.abs() / r.residual, &|| {
+            format!("temperature {:+.1} °C off its 1 h forecast", t - e.temperature)
+        });
         // A spike is one residual, a drift is many: clip each step so one spike cannot
         // trip the CUSUM on its own.
         let step = residual.clamp(-3.0, 3.0);
@@ -313,20 +305,18 @@ pub fn detect(
         } else {
             "below"
         };
-        add(
-            cusum / r.cusum_limit,
-            format!("temperature drifting {direction} its forecasts"),
-        );
+        add(cusum / r.cusum_limit, &|| {
+            format!("temperature drifting {direction} its forecasts")
+        });
         if cusum >= r.cusum_limit {
             state.cusum_up = 0.0;
             state.cusum_down = 0.0;
         }
     }
     let z = r.forest_weight * (forest_score - model.forest_median) / (model.forest_threshold - model.forest_median);
-    add(
-        z,
-        format!("unusual combination of values (isolation score {forest_score:.2})"),
-    );
+    add(z, &|| {
+        format!("unusual combination of values (isolation score {forest_score:.2})")
+    });
 
     let score = 1.0 - findings.iter().map(|f| 1.0 - f.score).product::<f32>();
     let score = score.clamp(0.0, 1.0);
@@ -338,7 +328,10 @@ pub fn detect(
         .filter(|f| f.score >= 0.5)
         .count()
         .max(usize::from(is_anomaly));
-    let reasons = findings.into_iter().take(keep).map(|f| f.reason).collect();
+    let mut reasons: Vec<String> = findings.into_iter().take(keep).filter_map(|f| f.reason).collect();
+    if is_anomaly && reasons.is_empty() {
+        reasons.push("several weak signals together".into());
+    }
     Anomaly {
         score,
         is_anomaly,

@@ -67,6 +67,11 @@ pub struct History {
     previous: Option<Obs>,
     /// Time of the first observation of the current unbroken stretch.
     start_ms: u64,
+    /// Median dew point of the last 6 completed hours (NaN with fewer than 3), refreshed
+    /// when an hour closes rather than recomputed for every window.
+    dewpoint_median6: f32,
+    /// Dew point of the latest observation, computed once at push.
+    latest_dewpoint: f32,
 }
 
 impl Default for History {
@@ -80,6 +85,8 @@ impl Default for History {
             latest: None,
             previous: None,
             start_ms: 0,
+            dewpoint_median6: f32::NAN,
+            latest_dewpoint: f32::NAN,
         }
     }
 }
@@ -126,6 +133,7 @@ impl History {
         self.minute = minute;
         self.minutes[(minute % MINUTES as u64) as usize] = obs.values[TEMPERATURE];
         self.previous = self.latest.replace(obs);
+        self.latest_dewpoint = super::features::dewpoint(obs.values[TEMPERATURE], obs.values[HUMIDITY]);
         true
     }
 
@@ -136,6 +144,36 @@ impl History {
             *acc = (0.0, 0);
         }
         self.hour += 1;
+        self.dewpoint_median6 = self.median_dewpoint(6);
+    }
+
+    /// Median dew point over the last `hours` completed hours; NaN with fewer than 3.
+    fn median_dewpoint(&self, hours: usize) -> f32 {
+        let mut v = [0.0f32; HOURS];
+        let mut n = 0;
+        for k in 1..=hours.min(HOURS - 1) {
+            let d = super::features::dewpoint(self.hour_mean(k, TEMPERATURE), self.hour_mean(k, HUMIDITY));
+            if d.is_finite() {
+                v[n] = d;
+                n += 1;
+            }
+        }
+        if n < 3 {
+            return f32::NAN;
+        }
+        let v = &mut v[..n];
+        v.sort_by(f32::total_cmp);
+        v[n / 2]
+    }
+
+    /// Dew point of the latest observation (NaN without humidity).
+    pub fn latest_dewpoint(&self) -> f32 {
+        self.latest_dewpoint
+    }
+
+    /// Median dew point of the last 6 completed hours (NaN with fewer than 3 of them).
+    pub fn dewpoint_median6(&self) -> f32 {
+        self.dewpoint_median6
     }
 
     /// The latest observation.

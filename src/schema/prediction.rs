@@ -33,13 +33,14 @@ pub struct AnomalyRecord {
     pub reasons: Vec<String>,
 }
 
-/// The model versions behind a prediction.
+/// The model versions behind a prediction. Shared strings: every prediction names them,
+/// and cloning an `Arc` per record is cheaper than allocating two strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelVersions {
     /// Forecast model version.
-    pub forecast: String,
+    pub forecast: std::sync::Arc<str>,
     /// Anomaly model version.
-    pub anomaly: String,
+    pub anomaly: std::sync::Arc<str>,
 }
 
 /// One prediction.
@@ -53,7 +54,7 @@ pub struct Prediction {
     /// The window's mean temperature, °C: the forecasts' starting point.
     pub temperature: f64,
     /// Forecasts at 1, 6 and 24 h.
-    pub forecasts: Vec<ForecastRecord>,
+    pub forecasts: [ForecastRecord; 3],
     /// `full`, or `short_history` while the station has less than 24 h of history.
     pub forecast_variant: String,
     /// The anomaly verdict for this window.
