@@ -106,7 +106,7 @@ impl AnomalyModel {
                 self.forest.dims
             )));
         }
-        if !(self.forest_threshold > self.forest_median) {
+        if self.forest_threshold.is_nan() || self.forest_threshold <= self.forest_median {
             return Err(MlError::Model("anomaly forest threshold must exceed its median".into()));
         }
         Ok(())

@@ -138,8 +138,8 @@ pub fn build(h: &History, longitude: Option<f64>) -> Option<Features> {
     let lag = |k: usize| h.hour_mean(k, TEMPERATURE);
     let mut x = [0.0f32; N_FEATURES];
     x[0] = 1.0;
-    for k in 1..=6 {
-        x[k] = or_zero(t0 - lag(k));
+    for (k, slot) in x.iter_mut().enumerate().take(7).skip(1) {
+        *slot = or_zero(t0 - lag(k));
     }
     let lag24 = lag(24);
     x[7] = or_zero(t0 - lag24);

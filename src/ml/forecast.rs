@@ -91,7 +91,7 @@ impl ForecastModel {
         }
         for h in &self.horizons {
             let finite = |w: &[f32]| w.len() == N_FEATURES && w.iter().all(|v| v.is_finite());
-            if !finite(&h.full) || !finite(&h.short) || !(h.mae > 0.0) || !(h.k80 > 0.0) {
+            if !finite(&h.full) || !finite(&h.short) || h.mae.is_nan() || h.mae <= 0.0 || h.k80.is_nan() || h.k80 <= 0.0 {
                 return Err(MlError::Model(format!(
                     "forecast horizon {} h: need {N_FEATURES} finite weights per variant and positive mae/k80",
                     h.hours

@@ -291,7 +291,7 @@ impl IsolationForest {
     /// Checks internal consistency after deserialisation: every child index in range.
     pub fn validate(&self) -> Result<(), MlError> {
         let bad = |what: &str| Err(MlError::Model(format!("isolation forest: {what}")));
-        if self.starts.is_empty() || !(self.norm > 0.0) {
+        if self.starts.is_empty() || self.norm.is_nan() || self.norm <= 0.0 {
             return bad("no trees");
         }
         if self.dims == 0 || self.dims > MAX_DIMS {
@@ -360,7 +360,8 @@ impl IsolationForest {
                 for _ in 0..p.depth {
                     for lane in 0..LANES {
                         let i = at[lane];
-                        let go_right = !(lanes[lane][usize::from(features[i]) % MAX_DIMS] < thresholds[i]);
+                        let below = lanes[lane][usize::from(features[i]) % MAX_DIMS] < thresholds[i];
+                        let go_right = !below;
                         at[lane] = 2 * i + 1 + usize::from(go_right);
                     }
                 }

@@ -80,8 +80,8 @@ impl Rls {
             return;
         }
         let error = target - self.predict(z);
-        for i in 0..DIM {
-            self.theta[i] += pz[i] / denom * error;
+        for (theta, pz) in self.theta.iter_mut().zip(&pz) {
+            *theta += pz / denom * error;
         }
         // P ← (P − P z zᵀ P / denom) / λ; P is symmetric, so P z = (zᵀ P)ᵀ.
         let mut trace = 0.0;

@@ -5,5 +5,6 @@ mod broker;
 mod cluster;
 mod common;
 mod kafka;
+mod ml;
 mod oracle;
 mod real_data;
