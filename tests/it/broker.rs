@@ -208,14 +208,14 @@ impl Reader {
     }
 }
 
-/// Features messages folded by (station_id, window_end), checking that every repeat is
+/// Features or predictions messages folded by (station_id, window_end), checking that every repeat is
 /// byte-identical to the first (an idempotent upsert downstream).
 pub fn fold(messages: &[Msg]) -> BTreeMap<(String, String), Vec<u8>> {
     let mut folded: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
     for m in messages {
-        let station = String::from_utf8(m.key.clone().expect("features are keyed")).expect("utf-8 key");
+        let station = String::from_utf8(m.key.clone().expect("records are keyed")).expect("utf-8 key");
         let end = m.headers.get("window_end").expect("window_end header").clone();
-        let value: serde_json::Value = serde_json::from_slice(&m.payload).expect("features JSON");
+        let value: serde_json::Value = serde_json::from_slice(&m.payload).expect("record JSON");
         assert_eq!(value["station_id"], station.as_str(), "key is the station");
         assert_eq!(value["window_end"], end.as_str(), "header is the window end");
         match folded.get(&(station.clone(), end.clone())) {

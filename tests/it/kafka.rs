@@ -232,6 +232,21 @@ fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
         .collect();
     oracle::assert_windows("kafka -w 2", &got, &want);
 
+    // One prediction per window, keyed and headed like the features.
+    let mut predictions = Reader::new(&brokers, &settings.topics.predictions);
+    predictions.until(DEADLINE, "a prediction per window", |m| m.len() >= folded.len());
+    predictions.read_to_end();
+    let predicted = fold(&predictions.messages);
+    assert_eq!(
+        predicted.keys().collect::<Vec<_>>(),
+        folded.keys().collect::<Vec<_>>(),
+        "predictions cover exactly the windows"
+    );
+    for payload in predicted.values() {
+        let p: weatherflow::schema::Prediction = serde_json::from_slice(payload).expect("weather-predictions JSON");
+        assert_eq!(p.forecasts.len(), 3);
+    }
+
     let mut dlq = Reader::new(&brokers, &settings.topics.dlq);
     dlq.until(DEADLINE, "every poison message", |m| m.len() >= poison.len());
     dlq.read_to_end();
