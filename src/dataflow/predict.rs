@@ -20,6 +20,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::metrics::Metrics;
 use crate::ml::anomaly::DETECTOR_DIMS;
+use crate::ml::features::Location;
 use crate::ml::history::Obs;
 use crate::ml::registry::Watcher;
 use crate::ml::station::{Models, StationState};
@@ -98,9 +99,9 @@ pub fn predictions<'s>(
                             .entry(window.station_id.clone())
                             .or_insert_with(|| StationState::new(&models)),
                     };
-                    // Longitude is not known per station yet; local solar time falls back
-                    // to UTC (see the README's ML section).
-                    let step = state.step_scored(obs, None, &models, forest_score);
+                    // Station coordinates are not known in the stream yet: solar time falls
+                    // back to UTC and the clear-sky features to 0 (README, ML section).
+                    let step = state.step_scored(obs, Location::default(), &models, forest_score);
                     let Some(forecasts) = step.forecasts else { continue };
                     made += 1;
                     flagged += u64::from(step.anomaly.is_anomaly);

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::MlError;
+use super::features::Location;
 use super::history::Obs;
 use crate::schema::parse_rfc3339;
 
@@ -34,8 +35,9 @@ pub struct Row {
 pub struct StationData {
     /// The station id of the file's rows.
     pub station_id: String,
-    /// Longitude in degrees east, for local solar time.
-    pub longitude: Option<f64>,
+    /// Where the station is (from the `latitude`/`longitude` columns), for solar time
+    /// and clear-sky sun.
+    pub location: Location,
     /// The rows.
     pub rows: Vec<Row>,
     /// The file it came from.
@@ -93,6 +95,7 @@ struct Columns {
     timestamp: usize,
     values: [Option<usize>; 4],
     segment: Option<usize>,
+    latitude: Option<usize>,
     longitude: Option<usize>,
     label: Option<usize>,
     fault_type: Option<usize>,
@@ -115,6 +118,7 @@ impl Columns {
                 find("wind_speed_ms"),
             ],
             segment: find("segment"),
+            latitude: find("latitude"),
             longitude: find("longitude"),
             label: find("label"),
             fault_type: find("fault_type"),
@@ -168,12 +172,16 @@ pub fn read_file(path: &Path) -> Result<Vec<StationData>, MlError> {
             label,
             fault_type: cols.fault_type.map(field).filter(|f| !f.is_empty()).map(str::to_string),
         };
-        let longitude = cols.longitude.map(field).and_then(|t| t.parse::<f64>().ok());
+        let coordinate = |c: Option<usize>| c.map(field).and_then(|t| t.parse::<f64>().ok());
+        let location = Location {
+            latitude: coordinate(cols.latitude),
+            longitude: coordinate(cols.longitude),
+        };
         match out.iter_mut().find(|s| s.station_id == station_id) {
             Some(s) => s.rows.push(row),
             None => out.push(StationData {
                 station_id: station_id.to_string(),
-                longitude,
+                location,
                 rows: vec![row],
                 path: path.to_owned(),
             }),

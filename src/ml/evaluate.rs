@@ -149,7 +149,7 @@ fn replay(station: &StationData, models: &Models, out: &mut Collected) {
             segment = Some(row.segment.as_str());
             segment_start = row.obs.ts_ms;
         }
-        let step = state.step(row.obs, station.longitude, models);
+        let step = state.step(row.obs, station.location, models);
         for v in &step.verified {
             if v.origin_ms >= segment_start + 24 * HOUR_MS
                 && let Some(i) = HORIZONS.iter().position(|h| *h == v.hours)

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::history::{HOUR_MS, HUMIDITY, History, PRESSURE, TEMPERATURE, WIND};
 
 /// Number of features.
-pub const N_FEATURES: usize = 29;
+pub const N_FEATURES: usize = 35;
 
 /// Feature names, in vector order (written to model metadata).
 pub const NAMES: [&str; N_FEATURES] = [
@@ -51,10 +51,16 @@ pub const NAMES: [&str; N_FEATURES] = [
     "pressure_tendency_3h",
     "wind_speed",
     "dewpoint_depression",
+    "clear_sky_sun_now",
+    "clear_sky_sun_change_1h",
+    "clear_sky_sun_change_6h",
+    "range24h_sun_change_1h",
+    "range24h_sun_change_6h",
+    "range24h_sun_now",
 ];
 
 /// Features only the full variant has: they need 24 h of history.
-const NEEDS_DAY: [usize; 15] = [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 18, 19, 20, 21, 28];
+const NEEDS_DAY: [usize; 18] = [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 18, 19, 20, 21, 28, 32, 33, 34];
 
 /// Which model serves a forecast.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,6 +95,30 @@ pub struct Features {
     pub hour_angle: f32,
     /// Temperature range over the last 24 h (0 when unknown).
     pub range24: f32,
+}
+
+/// Where a station is, when known (from the data or the station catalogue).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Location {
+    /// Degrees north.
+    pub latitude: Option<f64>,
+    /// Degrees east.
+    pub longitude: Option<f64>,
+}
+
+/// Sine of the sun's elevation at `ts_ms`, floored at 0 (night): the shape of clear-sky
+/// heating. It carries what a few harmonics of the hour cannot: sunrise and sunset move
+/// with season and latitude, and heating follows them. 0 without a latitude.
+pub fn clear_sky_sun(ts_ms: u64, loc: Location) -> f32 {
+    let Some(lat) = loc.latitude else { return 0.0 };
+    let day = (ts_ms / (24 * HOUR_MS)) as f64;
+    let year_angle = (day / 365.2425).fract() * std::f64::consts::TAU;
+    // Declination (Cooper): 23.44° · sin(2π (284 + n) / 365), with n counted from 1 Jan.
+    let declination = 23.44f64.to_radians() * (year_angle + (284.0 - 1.0) / 365.2425 * std::f64::consts::TAU).sin();
+    let hour = f64::from(hour_angle(ts_ms, loc.longitude)) - std::f64::consts::PI;
+    let lat = lat.to_radians();
+    let sin_elevation = lat.sin() * declination.sin() + lat.cos() * declination.cos() * hour.cos();
+    sin_elevation.max(0.0) as f32
 }
 
 /// Dew point (°C) by the Magnus formula; NaN in, NaN out.
@@ -132,7 +162,7 @@ pub fn mask_short(x: &mut [f32; N_FEATURES]) {
 }
 
 /// Builds the features at the latest observation; `None` before any temperature.
-pub fn build(h: &History, longitude: Option<f64>) -> Option<Features> {
+pub fn build(h: &History, loc: Location) -> Option<Features> {
     let latest = h.latest()?;
     let t0 = latest.get(TEMPERATURE)?;
     let lag = |k: usize| h.hour_mean(k, TEMPERATURE);
@@ -166,7 +196,7 @@ pub fn build(h: &History, longitude: Option<f64>) -> Option<Features> {
         x[13] = ((sq - n as f32 * mean * mean) / (n - 1) as f32).max(0.0).sqrt();
         range24 = hi - lo;
     }
-    let angle = hour_angle(latest.ts_ms, longitude);
+    let angle = hour_angle(latest.ts_ms, loc.longitude);
     let (s1, c1) = angle.sin_cos();
     let (s2, c2) = (2.0 * angle).sin_cos();
     x[14] = s1;
@@ -186,6 +216,15 @@ pub fn build(h: &History, longitude: Option<f64>) -> Option<Features> {
     x[26] = or_zero(latest.values[PRESSURE] - h.hour_mean(3, PRESSURE));
     x[27] = or_zero(latest.values[WIND] / 5.0);
     x[28] = or_zero((t0 - dewpoint(t0, rh)) / 10.0);
+    let sun = clear_sky_sun(latest.ts_ms, loc);
+    let sun1 = clear_sky_sun(latest.ts_ms + HOUR_MS, loc) - sun;
+    let sun6 = clear_sky_sun(latest.ts_ms + 6 * HOUR_MS, loc) - sun;
+    x[29] = sun;
+    x[30] = sun1;
+    x[31] = sun6;
+    x[32] = range24 * sun1;
+    x[33] = range24 * sun6;
+    x[34] = range24 * sun;
     let variant = if h.hours() >= 24.0 && lag24.is_finite() && n >= 12 {
         Variant::Full
     } else {
@@ -215,7 +254,14 @@ mod tests {
                 ts_ms: (1000 + i) * HOUR_MS,
                 values: [i as f32, 60.0, f32::NAN, 3.0],
             });
-            let f = build(&h, Some(-80.0)).unwrap();
+            let f = build(
+                &h,
+                Location {
+                    latitude: Some(36.0),
+                    longitude: Some(-80.0),
+                },
+            )
+            .unwrap();
             assert_eq!(f.variant == Variant::Full, i >= 24, "at hour {i}");
             assert!(f.x.iter().all(|v| v.is_finite()));
             if i >= 24 {

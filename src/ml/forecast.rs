@@ -47,6 +47,15 @@ pub struct HorizonModel {
     pub mae: f32,
     /// Starting interval multiplier: the 80 % quantile of |residual| / MAE in training.
     pub k80: f32,
+    /// How much of the predicted change to publish (0 = persistence, 1 = all of it),
+    /// chosen in training by leave-one-station-out among the training stations: at long
+    /// horizons a pooled model can be worse than no change at all on a new station.
+    #[serde(default = "one")]
+    pub gain: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 /// Interval adaptation settings.
@@ -78,6 +87,8 @@ pub struct ForecastModel {
     pub interval: IntervalParams,
     /// Learning rate of the per-station hour-of-day residual profile (0 disables it).
     pub profile_rate: f32,
+    /// The online learner's error clip, in units of the station's error scale.
+    pub clip: f32,
 }
 
 impl ForecastModel {
@@ -91,7 +102,14 @@ impl ForecastModel {
         }
         for h in &self.horizons {
             let finite = |w: &[f32]| w.len() == N_FEATURES && w.iter().all(|v| v.is_finite());
-            if !finite(&h.full) || !finite(&h.short) || h.mae.is_nan() || h.mae <= 0.0 || h.k80.is_nan() || h.k80 <= 0.0 {
+            if !finite(&h.full)
+                || !finite(&h.short)
+                || !(0.0..=1.0).contains(&h.gain)
+                || h.mae.is_nan()
+                || h.mae <= 0.0
+                || h.k80.is_nan()
+                || h.k80 <= 0.0
+            {
                 return Err(MlError::Model(format!(
                     "forecast horizon {} h: need {N_FEATURES} finite weights per variant and positive mae/k80",
                     h.hours
@@ -254,7 +272,12 @@ impl StationForecaster {
                 if learn {
                     let slot = usize::from(p.slot) % 24;
                     let profile = if hm.hours >= 24 { 0.0 } else { state.profile[slot] };
-                    state.rls.update(&p.z, actual_change - p.base - profile, &model.online);
+                    state.rls.update(
+                        &p.z,
+                        actual_change - p.base - profile,
+                        model.clip * state.scale,
+                        &model.online,
+                    );
                     if hm.hours < 24 {
                         state.profile[slot] +=
                             model.profile_rate * (actual_change - p.base - p.correction - state.profile[slot]);
@@ -295,7 +318,7 @@ impl StationForecaster {
             let z = correction_input(f, base, hm.hours);
             let correction = state.rls.predict(&z);
             let profile = if hm.hours >= 24 { 0.0 } else { state.profile[hour_slot] };
-            let change = base + correction + profile;
+            let change = hm.gain * (base + correction + profile);
             let half = state.k * state.scale;
             *slot = Forecast {
                 horizon_hours: hm.hours,

@@ -65,8 +65,10 @@ impl Rls {
         self.theta.iter().zip(z).map(|(a, b)| a * b).sum()
     }
 
-    /// Learns that the correction for `z` should have been `target`.
-    pub fn update(&mut self, z: &[f32; DIM], target: f32, params: &RlsParams) {
+    /// Learns that the correction for `z` should have been `target`. The error is clipped
+    /// to ±`clip` (Huber-style): forecasts are judged by absolute error, and one passing
+    /// front should not drag a station's correction around for days.
+    pub fn update(&mut self, z: &[f32; DIM], target: f32, clip: f32, params: &RlsParams) {
         if !target.is_finite() || z.iter().any(|v| !v.is_finite()) {
             return;
         }
@@ -79,7 +81,7 @@ impl Rls {
         if denom <= f32::EPSILON {
             return;
         }
-        let error = target - self.predict(z);
+        let error = (target - self.predict(z)).clamp(-clip, clip);
         for (theta, pz) in self.theta.iter_mut().zip(&pz) {
             *theta += pz / denom * error;
         }
@@ -121,7 +123,7 @@ mod tests {
             let a = (i as f32 * 0.37).sin();
             let b = (i as f32 * 0.11).cos();
             let z = [1.0, a, b, 0.0, 0.0, 0.0, 0.0, 0.0];
-            rls.update(&z, 0.5 + 2.0 * a - b, &params);
+            rls.update(&z, 0.5 + 2.0 * a - b, f32::INFINITY, &params);
         }
         assert!((rls.theta[0] - 0.5).abs() < 0.01, "{:?}", rls.theta);
         assert!((rls.theta[1] - 2.0).abs() < 0.01);
@@ -133,10 +135,10 @@ mod tests {
         let params = RlsParams::default();
         let mut rls = Rls::new(&params);
         let z = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        rls.update(&z, 10.0, &params);
+        rls.update(&z, 10.0, f32::INFINITY, &params);
         // One sample with a strong prior moves the bias only part of the way.
         assert!(rls.theta[0] > 0.0 && rls.theta[0] < 10.0);
-        rls.update(&z, f32::NAN, &params);
+        rls.update(&z, f32::NAN, f32::INFINITY, &params);
         assert_eq!(rls.n, 1, "non-finite targets are ignored");
     }
 }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::anomaly::{Anomaly, AnomalyModel, DETECTOR_DIMS, DetectorState, detect, detector_row};
-use super::features::{self, Variant};
+use super::features::{self, Location, Variant};
 use super::forecast::{Forecast, ForecastModel, StationForecaster, Verified};
 use super::history::{History, Obs, TEMPERATURE};
 
@@ -72,10 +72,10 @@ impl StationState {
 
     /// Processes one observation: score it against the past, verify and learn from the
     /// forecasts it completes (unless it looks faulty), add it to the history, forecast.
-    pub fn step(&mut self, obs: Obs, longitude: Option<f64>, models: &Models) -> StepOutput {
+    pub fn step(&mut self, obs: Obs, loc: Location, models: &Models) -> StepOutput {
         let row = self.forest_input(&obs);
         let forest_score = models.anomaly.model.forest.score(&row);
-        self.step_scored(obs, longitude, models, forest_score)
+        self.step_scored(obs, loc, models, forest_score)
     }
 
     /// The isolation forest's input for `obs`. The dataflow operator collects these for a
@@ -89,7 +89,7 @@ impl StationState {
 
     /// [`StationState::step`] with the forest score of [`StationState::forest_input`]
     /// already computed.
-    pub fn step_scored(&mut self, obs: Obs, longitude: Option<f64>, models: &Models, forest_score: f32) -> StepOutput {
+    pub fn step_scored(&mut self, obs: Obs, loc: Location, models: &Models, forest_score: f32) -> StepOutput {
         let expected = self.forecaster.expectation(obs.ts_ms);
         let anomaly = detect(
             &mut self.detector,
@@ -114,7 +114,7 @@ impl StationState {
                 verified,
             };
         }
-        let (forecasts, variant) = match features::build(&self.history, longitude) {
+        let (forecasts, variant) = match features::build(&self.history, loc) {
             Some(f) => (
                 Some(self.forecaster.forecast(&f, obs.ts_ms, &models.forecast.model)),
                 Some(f.variant),

@@ -38,6 +38,8 @@ pub struct TrainParams {
     pub profile_rate: f32,
     /// Reweighting rounds toward a least-absolute-deviation fit (0 = plain ridge).
     pub irls_rounds: usize,
+    /// The online learner's error clip, in error-scale units.
+    pub clip: f32,
     /// Isolation forest.
     pub forest: ForestParams,
     /// Rule thresholds.
@@ -52,6 +54,7 @@ impl Default for TrainParams {
             interval: IntervalParams::default(),
             profile_rate: 0.02,
             irls_rounds: 4,
+            clip: 1.0,
             forest: ForestParams::default(),
             rules: RuleParams::default(),
         }
@@ -176,13 +179,13 @@ fn quantile(values: &mut [f32], q: f32) -> f32 {
     values[i]
 }
 
-/// Fits the pooled forecast models.
-pub fn train_forecast(stations: &[StationData], p: &TrainParams) -> Result<(ForecastModel, TrainStats), MlError> {
+/// Fits the pooled forecast models (gains 1).
+fn train_forecast_pooled(stations: &[StationData], p: &TrainParams) -> Result<(ForecastModel, TrainStats), MlError> {
     let mut full: Vec<Samples> = HORIZONS.iter().map(|_| Samples::default()).collect();
     let mut short: Vec<Samples> = HORIZONS.iter().map(|_| Samples::default()).collect();
     for station in stations {
         walk(station, |i, history| {
-            let Some(f) = features::build(history, station.longitude) else {
+            let Some(f) = features::build(history, station.location) else {
                 return;
             };
             let mut masked = f.x;
@@ -230,6 +233,7 @@ pub fn train_forecast(stations: &[StationData], p: &TrainParams) -> Result<(Fore
             short: w_short,
             mae,
             k80,
+            gain: 1.0,
         });
     }
     let model = ForecastModel {
@@ -237,7 +241,92 @@ pub fn train_forecast(stations: &[StationData], p: &TrainParams) -> Result<(Fore
         online: p.online,
         interval: p.interval,
         profile_rate: p.profile_rate,
+        clip: p.clip,
     };
+    model.validate()?;
+    Ok((model, stats))
+}
+
+/// Gains tried per horizon by [`choose_gains`].
+const GAINS: [f32; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
+/// Sums of absolute forecast errors per horizon when `station` is replayed through the
+/// online forecaster with `model` (origins at least 24 h into their segment, as in
+/// `evaluate`).
+fn replay_errors(station: &StationData, model: &ForecastModel) -> [f64; 3] {
+    let mut sums = [0.0f64; 3];
+    let mut forecaster = StationForecaster::new(model);
+    let mut history = History::default();
+    let mut segment: Option<&str> = None;
+    let mut segment_start = 0;
+    for row in &station.rows {
+        if segment != Some(row.segment.as_str()) {
+            history.reset();
+            forecaster.clear_pending();
+            segment = Some(row.segment.as_str());
+            segment_start = row.obs.ts_ms;
+        }
+        for v in forecaster.observe(row.obs.ts_ms, row.obs.values[TEMPERATURE], true, model) {
+            if v.origin_ms >= segment_start + 24 * HOUR_MS
+                && let Some(k) = HORIZONS.iter().position(|h| *h == v.hours)
+            {
+                sums[k] += f64::from((v.predicted - v.actual).abs());
+            }
+        }
+        history.push(row.obs);
+        if let Some(f) = features::build(&history, station.location) {
+            forecaster.forecast(&f, row.obs.ts_ms, model);
+        }
+    }
+    sums
+}
+
+/// Chooses each horizon's gain by leave-one-station-out *within* the training stations:
+/// train on all but one, replay the one left out at every gain, and keep the gain with the
+/// smallest total error. With a single station the gains stay 1.
+fn choose_gains(stations: &[StationData], p: &TrainParams, model: &mut ForecastModel) -> Result<(), MlError> {
+    if stations.len() < 2 {
+        return Ok(());
+    }
+    let mut totals = [[0.0f64; GAINS.len()]; 3];
+    for (i, held_out) in stations.iter().enumerate() {
+        let others: Vec<StationData> = stations
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let (mut inner, _) = train_forecast_pooled(&others, p)?;
+        for (g, gain) in GAINS.iter().enumerate() {
+            for h in &mut inner.horizons {
+                h.gain = *gain;
+            }
+            for (k, sum) in replay_errors(held_out, &inner).iter().enumerate() {
+                totals[k][g] += sum;
+            }
+        }
+    }
+    for (h, errors) in model.horizons.iter_mut().zip(&totals) {
+        let full = GAINS.len() - 1;
+        let best = errors
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(full, |(g, _)| g);
+        // Shrink only when it clearly helps: two or three stations make a noisy vote.
+        h.gain = if errors[best] < 0.99 * errors[full] {
+            GAINS[best]
+        } else {
+            1.0
+        };
+    }
+    Ok(())
+}
+
+/// Fits the pooled forecast models and chooses their gains.
+pub fn train_forecast(stations: &[StationData], p: &TrainParams) -> Result<(ForecastModel, TrainStats), MlError> {
+    let (mut model, stats) = train_forecast_pooled(stations, p)?;
+    choose_gains(stations, p, &mut model)?;
     model.validate()?;
     Ok((model, stats))
 }
@@ -263,7 +352,7 @@ pub fn train_anomaly(
             rows.push(detector_row(&history, &row.obs, expected).to_vec());
             forecaster.observe(row.obs.ts_ms, row.obs.values[TEMPERATURE], true, forecast);
             history.push(row.obs);
-            if let Some(f) = features::build(&history, station.longitude) {
+            if let Some(f) = features::build(&history, station.location) {
                 forecaster.forecast(&f, row.obs.ts_ms, forecast);
             }
         }
