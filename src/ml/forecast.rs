@@ -140,7 +140,7 @@ pub struct Forecast {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Pending {
     origin_ms: u64,
-    z: [f32; DIM],
+    inputs: CorrectionInputs,
     /// The pooled model's predicted change.
     base: f32,
     /// The corrected predicted change that was published.
@@ -201,13 +201,32 @@ pub struct StationForecaster {
 /// The correction's inputs. A day ahead the diurnal cycle cancels (the target is the
 /// same hour tomorrow), so the 24 h correction is only a bias and a gain on the pooled
 /// change: more terms measurably added variance on unseen stations.
-fn correction_input(f: &Features, base: f32, hours: u32) -> [f32; DIM] {
+fn correction_input(inputs: &CorrectionInputs, base: f32, hours: u32) -> [f32; DIM] {
     if hours >= 24 {
         return [1.0, base, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
     }
-    let (s1, c1) = f.hour_angle.sin_cos();
-    let (s2, c2) = (2.0 * f.hour_angle).sin_cos();
-    [1.0, base, s1, c1, s2, c2, f.x[1], f.x[10]]
+    let (s1, c1) = inputs.hour_angle.sin_cos();
+    let (s2, c2) = (2.0 * inputs.hour_angle).sin_cos();
+    [1.0, base, s1, c1, s2, c2, inputs.change_1h, inputs.mean24_gap]
+}
+
+/// What the correction's input is built from: kept per pending forecast instead of the
+/// eight-wide vector, which halves the pending state.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct CorrectionInputs {
+    hour_angle: f32,
+    change_1h: f32,
+    mean24_gap: f32,
+}
+
+impl CorrectionInputs {
+    fn of(f: &Features) -> Self {
+        CorrectionInputs {
+            hour_angle: f.hour_angle,
+            change_1h: f.x[1],
+            mean24_gap: f.x[10],
+        }
+    }
 }
 
 impl StationForecaster {
@@ -222,7 +241,8 @@ impl StationForecaster {
                     profile: vec![0.0; 24],
                     scale: h.mae,
                     k: h.k80,
-                    pending: VecDeque::new(),
+                    // One pending origin per hour of the horizon, plus the one at its target.
+                    pending: VecDeque::with_capacity(h.hours as usize + 1),
                 })
                 .collect(),
             last_origin_hour: None,
@@ -273,7 +293,7 @@ impl StationForecaster {
                     let slot = usize::from(p.slot) % 24;
                     let profile = if hm.hours >= 24 { 0.0 } else { state.profile[slot] };
                     state.rls.update(
-                        &p.z,
+                        &correction_input(&p.inputs, p.base, hm.hours),
                         actual_change - p.base - profile,
                         model.clip * state.scale,
                         &model.online,
@@ -315,7 +335,8 @@ impl StationForecaster {
                 Variant::Short => &hm.short,
             };
             let base: f32 = weights.iter().zip(&f.x).map(|(w, x)| w * x).sum();
-            let z = correction_input(f, base, hm.hours);
+            let inputs = CorrectionInputs::of(f);
+            let z = correction_input(&inputs, base, hm.hours);
             let correction = state.rls.predict(&z);
             let profile = if hm.hours >= 24 { 0.0 } else { state.profile[hour_slot] };
             let change = hm.gain * (base + correction + profile);
@@ -329,7 +350,7 @@ impl StationForecaster {
             if remember {
                 state.pending.push_back(Pending {
                     origin_ms,
-                    z,
+                    inputs,
                     base,
                     change,
                     correction,

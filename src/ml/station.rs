@@ -139,3 +139,34 @@ impl StationState {
         self.history.size_bytes() + self.forecaster.size_bytes() + std::mem::size_of::<DetectorState>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::features::Location;
+
+    #[test]
+    fn state_stays_within_its_budget_under_minute_windows() {
+        let models = crate::ml::registry::load_latest(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models")
+                .as_path(),
+        )
+        .expect("committed models load");
+        let mut state = StationState::new(&models);
+        // 30 h of one window a minute: every pending queue is at its longest.
+        for minute in 0..30 * 60u64 {
+            let t = 10.0 + (minute as f32 / 229.0).sin() * 4.0;
+            let obs = Obs {
+                ts_ms: 1_767_225_600_000 + minute * 60_000,
+                values: [t, 70.0, 1010.0, 3.0],
+            };
+            let out = state.step(obs, Location::default(), &models);
+            assert!(out.forecasts.is_some());
+        }
+        assert!(state.history().hours() >= 29.0);
+        let bytes = state.size_bytes();
+        eprintln!("ML state per station: {bytes} B");
+        assert!(bytes <= 4096, "ML state per station is {bytes} B");
+    }
+}
