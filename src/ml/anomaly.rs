@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::MlError;
-use super::features::dewpoint;
+use super::features::{dewpoint, or_zero};
 use super::forecast::Expectation;
 use super::forest::IsolationForest;
 use super::history::{HOUR_MS, HUMIDITY, History, Obs, PRESSURE, TEMPERATURE, WIND};
@@ -147,10 +147,6 @@ fn sub_score(z: f32) -> f32 {
 /// Hours between two observations, floored at one minute.
 fn elapsed_hours(prev: &Obs, obs: &Obs) -> f32 {
     (obs.ts_ms.saturating_sub(prev.ts_ms) as f32 / HOUR_MS as f32).max(1.0 / 60.0)
-}
-
-fn or_zero(v: f32) -> f32 {
-    if v.is_finite() { v } else { 0.0 }
 }
 
 /// The forest's input for `obs`, given the history *before* it and the expectation.

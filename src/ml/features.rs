@@ -111,8 +111,7 @@ pub struct Location {
 /// with season and latitude, and heating follows them. 0 without a latitude.
 pub fn clear_sky_sun(ts_ms: u64, loc: Location) -> f32 {
     let Some(lat) = loc.latitude else { return 0.0 };
-    let day = (ts_ms / (24 * HOUR_MS)) as f64;
-    let year_angle = (day / 365.2425).fract() * std::f64::consts::TAU;
+    let year_angle = f64::from(day_angle(ts_ms));
     // Declination (Cooper): 23.44° · sin(2π (284 + n) / 365), with n counted from 1 Jan.
     let declination = 23.44f64.to_radians() * (year_angle + (284.0 - 1.0) / 365.2425 * std::f64::consts::TAU).sin();
     let hour = f64::from(hour_angle(ts_ms, loc.longitude)) - std::f64::consts::PI;
@@ -144,7 +143,9 @@ fn day_angle(ts_ms: u64) -> f32 {
     ((day / 365.2425).fract() * std::f64::consts::TAU) as f32
 }
 
-fn or_zero(v: f32) -> f32 {
+/// A missing (non-finite) input becomes 0: "no change" for a difference, the centre for a
+/// centred variable.
+pub(crate) fn or_zero(v: f32) -> f32 {
     if v.is_finite() { v } else { 0.0 }
 }
 

@@ -107,18 +107,25 @@ pub fn jsonl_sink(windows: StreamVec<'_, u64, WindowFeatures>, writer: Arc<Jsonl
                 }
             }
         });
-        if !buffer.is_empty() {
-            if let Err(e) = writer.append(&buffer) {
-                ctx.fail(format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ));
-            }
-            buffer.clear();
-        }
+        write_batch(&writer, &mut buffer, &ctx);
     });
+}
+
+/// Appends one activation's serialised lines; a write error ends the run (a sink that
+/// silently drops output would be worse).
+fn write_batch(writer: &JsonlWriter, buffer: &mut Vec<u8>, ctx: &SourceContext) {
+    if buffer.is_empty() {
+        return;
+    }
+    if let Err(e) = writer.append(buffer) {
+        ctx.fail(format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ));
+    }
+    buffer.clear();
 }
 
 /// Writes every prediction to `writer`, one JSON object per line.
@@ -137,16 +144,6 @@ pub fn jsonl_predictions_sink(
                 }
             }
         });
-        if !buffer.is_empty() {
-            if let Err(e) = writer.append(&buffer) {
-                ctx.fail(format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ));
-            }
-            buffer.clear();
-        }
+        write_batch(&writer, &mut buffer, &ctx);
     });
 }
