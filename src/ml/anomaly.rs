@@ -46,12 +46,23 @@ pub const DETECTOR_NAMES: [&str; DETECTOR_DIMS] = [
 /// Thresholds of the rule detectors, stored with the model so they are versioned too.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RuleParams {
-    /// Temperature change per √h at the threshold, °C.
+    /// Temperature change per √h at the threshold, °C, beyond `temperature_calm`.
     pub temperature_jump: f32,
-    /// Pressure change per √h at the threshold, hPa.
+    /// Temperature change per √h that counts as no evidence, °C (an ordinary hour).
+    #[serde(default)]
+    pub temperature_calm: f32,
+    /// Pressure change per √h at the threshold, hPa, beyond `pressure_calm`.
     pub pressure_jump: f32,
-    /// Dew-point change per √h at the threshold, °C.
+    /// Pressure change per √h that counts as no evidence at all, hPa: real pressure
+    /// moves up to about 2 hPa in an hour, and scoring those would rank ordinary hours
+    /// above weak faults of other kinds.
+    #[serde(default)]
+    pub pressure_calm: f32,
+    /// Dew-point change per √h at the threshold, °C, beyond `dewpoint_calm`.
     pub dewpoint_jump: f32,
+    /// Dew-point change per √h that counts as no evidence, °C.
+    #[serde(default)]
+    pub dewpoint_calm: f32,
     /// Dew-point distance from its 6 h median at the threshold, °C.
     pub dewpoint_shift: f32,
     /// Evidence against a flat temperature run at the threshold: the run's summed
@@ -59,8 +70,11 @@ pub struct RuleParams {
     pub stuck_evidence: f32,
     /// Scale of the forest's strength: its threshold counts as this many rule thresholds.
     pub forest_weight: f32,
-    /// Forecast residual at the threshold, in error-scale units.
+    /// Forecast residual at the threshold, in error-scale units, beyond `residual_calm`.
     pub residual: f32,
+    /// Forecast residual that counts as no evidence, in error-scale units.
+    #[serde(default)]
+    pub residual_calm: f32,
     /// CUSUM slack per step, in error-scale units.
     pub cusum_slack: f32,
     /// CUSUM sum at the threshold.
@@ -70,13 +84,17 @@ pub struct RuleParams {
 impl Default for RuleParams {
     fn default() -> Self {
         RuleParams {
-            temperature_jump: 7.0,
-            pressure_jump: 5.0,
-            dewpoint_jump: 7.0,
+            temperature_jump: 5.0,
+            temperature_calm: 2.0,
+            pressure_jump: 3.0,
+            pressure_calm: 2.0,
+            dewpoint_jump: 5.0,
+            dewpoint_calm: 3.0,
             dewpoint_shift: 14.0,
             stuck_evidence: 8.0,
-            forest_weight: 0.5,
-            residual: 10.0,
+            forest_weight: 0.15,
+            residual: 9.0,
+            residual_calm: 3.0,
             cusum_slack: 1.0,
             cusum_limit: 12.0,
         }
@@ -228,11 +246,12 @@ pub fn detect(
         let root = dt.sqrt();
         let minutes = (dt * 60.0).round();
         let dtemp = t - prev.values[TEMPERATURE];
-        add(dtemp.abs() / root / r.temperature_jump, &|| {
-            format!("temperature jump {dtemp:+.1} °C in {minutes} min")
-        });
+        add(
+            (dtemp.abs() / root - r.temperature_calm).max(0.0) / r.temperature_jump,
+            &|| format!("temperature jump {dtemp:+.1} °C in {minutes} min"),
+        );
         let dp = obs.values[PRESSURE] - prev.values[PRESSURE];
-        add(dp.abs() / root / r.pressure_jump, &|| {
+        add((dp.abs() / root - r.pressure_calm).max(0.0) / r.pressure_jump, &|| {
             format!("pressure jump {dp:+.1} hPa in {minutes} min")
         });
     }
@@ -244,7 +263,7 @@ pub fn detect(
         (td - h.latest_dewpoint()) / elapsed_hours(prev, obs).sqrt()
     });
     let z_jump = if jump.is_finite() {
-        jump.abs() / r.dewpoint_jump
+        (jump.abs() - r.dewpoint_calm).max(0.0) / r.dewpoint_jump
     } else {
         0.0
     };
@@ -287,7 +306,7 @@ pub fn detect(
     if let Some(e) = expected {
         let scale = e.scale.max(0.1);
         let residual = (t - e.temperature) / scale;
-        add(residual.abs() / r.residual, &|| {
+        add((residual.abs() - r.residual_calm).max(0.0) / r.residual, &|| {
             format!("temperature {:+.1} °C off its 1 h forecast", t - e.temperature)
         });
         // A spike is one residual, a drift is many: clip each step so one spike cannot

@@ -134,10 +134,22 @@ fn pipeline_predictions_are_complete_and_worker_independent() {
         outputs[0], outputs[1],
         "predictions must not depend on the worker count"
     );
+    let latest: Vec<String> = ["forecast", "anomaly"]
+        .iter()
+        .map(|kind| {
+            String::from_utf8(read(&repo("models").join(kind).join("LATEST")))
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
     let mut variants = std::collections::BTreeSet::new();
     for line in &outputs[0] {
         let p: Prediction = serde_json::from_str(line).expect("valid weather-predictions line");
-        assert_eq!((&*p.models.forecast, &*p.models.anomaly), ("v1", "v1"));
+        assert_eq!(
+            (&*p.models.forecast, &*p.models.anomaly),
+            (latest[0].as_str(), latest[1].as_str())
+        );
         let hours: Vec<u32> = p.forecasts.iter().map(|f| f.horizon_hours).collect();
         assert_eq!(hours, [1, 6, 24]);
         for f in &p.forecasts {
@@ -152,12 +164,14 @@ fn pipeline_predictions_are_complete_and_worker_independent() {
     assert_eq!(variants.into_iter().collect::<Vec<_>>(), ["short_history"]);
 }
 
+/// Copies `from`'s LATEST version of each kind into `to` as v1.
 fn copy_registry(from: &Path, to: &Path) {
     for kind in ["forecast", "anomaly"] {
+        let latest = String::from_utf8(read(&from.join(kind).join("LATEST"))).unwrap();
         let dest = to.join(kind).join("v1");
         std::fs::create_dir_all(&dest).unwrap();
         for file in ["model.json", "metadata.json"] {
-            std::fs::copy(from.join(kind).join("v1").join(file), dest.join(file)).unwrap();
+            std::fs::copy(from.join(kind).join(latest.trim()).join(file), dest.join(file)).unwrap();
         }
         std::fs::write(to.join(kind).join("LATEST"), "v1\n").unwrap();
     }
