@@ -20,7 +20,7 @@ use super::MlError;
 
 const LEAF: u16 = u16::MAX;
 /// Rows walked through a tree together by [`IsolationForest::score_batch`].
-pub const LANES: usize = 8;
+pub const LANES: usize = 16;
 /// Widest input row: scoring copies rows into fixed-size lane buffers.
 pub const MAX_DIMS: usize = 16;
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
@@ -327,9 +327,22 @@ impl IsolationForest {
 
     /// Anomaly score in (0, 1] of one row: ≈ 1 isolated, ≤ 0.5 ordinary.
     pub fn score(&self, row: &[f32]) -> f32 {
-        let mut out = [0.0];
-        self.score_batch(std::slice::from_ref(&row), &mut out);
-        out[0]
+        if row.len() < self.dims {
+            return 0.0;
+        }
+        let p = &self.perfect;
+        let internal = (1usize << p.depth) - 1;
+        let mut sum = 0.0;
+        for t in 0..self.starts.len() {
+            let base = t * internal;
+            let mut i = 0;
+            for _ in 0..p.depth {
+                let below = row[usize::from(p.features[base + i])] < p.thresholds[base + i];
+                i = 2 * i + 1 + usize::from(!below);
+            }
+            sum += p.leaves[t * (internal + 1) + i - internal];
+        }
+        (2.0f32).powf(-(sum / self.starts.len() as f32) / self.norm)
     }
 
     /// Scores many rows into `out` (same length), tree by tree.

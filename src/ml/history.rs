@@ -55,7 +55,9 @@ pub struct History {
     hour: u64,
     /// Sums and counts of the current hour.
     acc: [(f32, u16); 4],
-    /// Completed hourly means, at `hour_index % HOURS`.
+    /// Completed hourly means, newest first: `hourly[k - 1]` is the hour `k` hours ago.
+    /// Kept in order (shifted once an hour) so the per-window reads need no modulo, and
+    /// slots before the stretch began are NaN by construction.
     hourly: [[f32; 4]; HOURS],
     /// Temperature by minute, at `minute_index % MINUTES`.
     minutes: Vec<f32>,
@@ -138,8 +140,8 @@ impl History {
     }
 
     fn close_hour(&mut self) {
-        let slot = (self.hour % HOURS as u64) as usize;
-        for (out, acc) in self.hourly[slot].iter_mut().zip(&mut self.acc) {
+        self.hourly.copy_within(0..HOURS - 1, 1);
+        for (out, acc) in self.hourly[0].iter_mut().zip(&mut self.acc) {
             *out = if acc.1 > 0 { acc.0 / f32::from(acc.1) } else { f32::NAN };
             *acc = (0.0, 0);
         }
@@ -202,11 +204,7 @@ impl History {
             let (sum, n) = self.acc[var];
             return if n > 0 { sum / f32::from(n) } else { f32::NAN };
         }
-        let hour = self.hour - k as u64;
-        if hour < self.start_ms / HOUR_MS {
-            return f32::NAN;
-        }
-        self.hourly[(hour % HOURS as u64) as usize][var]
+        self.hourly[k - 1][var]
     }
 
     /// Temperature `m` minutes before the latest observation's minute (0 = that minute);
