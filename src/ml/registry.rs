@@ -88,27 +88,28 @@ fn load_json<M: DeserializeOwned>(path: &Path) -> Result<M, MlError> {
     serde_json::from_slice(&text).map_err(|e| MlError::Model(format!("{}: {e}", path.display())))
 }
 
-/// Loads one kind at a given version.
-fn load_version<M: DeserializeOwned>(dir: &Path, kind: Kind, version: &str) -> Result<M, MlError> {
-    load_json(&dir.join(kind.as_str()).join(version).join(MODEL_FILE))
+/// Loads and validates one kind at a given version: a model that fails either is never
+/// handed to the dataflow.
+fn load_version<M: DeserializeOwned>(
+    dir: &Path,
+    kind: Kind,
+    version: &str,
+    validate: fn(&M) -> Result<(), MlError>,
+) -> Result<Arc<Versioned<M>>, MlError> {
+    let model: M = load_json(&dir.join(kind.as_str()).join(version).join(MODEL_FILE))?;
+    validate(&model)?;
+    Ok(Arc::new(Versioned {
+        version: version.to_string(),
+        model,
+    }))
 }
 
 fn load_forecast(dir: &Path, version: &str) -> Result<Arc<Versioned<ForecastModel>>, MlError> {
-    let model: ForecastModel = load_version(dir, Kind::Forecast, version)?;
-    model.validate()?;
-    Ok(Arc::new(Versioned {
-        version: version.to_string(),
-        model,
-    }))
+    load_version(dir, Kind::Forecast, version, ForecastModel::validate)
 }
 
 fn load_anomaly(dir: &Path, version: &str) -> Result<Arc<Versioned<AnomalyModel>>, MlError> {
-    let model: AnomalyModel = load_version(dir, Kind::Anomaly, version)?;
-    model.validate()?;
-    Ok(Arc::new(Versioned {
-        version: version.to_string(),
-        model,
-    }))
+    load_version(dir, Kind::Anomaly, version, AnomalyModel::validate)
 }
 
 /// Loads the LATEST version of both kinds.
