@@ -23,6 +23,9 @@ const LEAF: u16 = u16::MAX;
 pub const LANES: usize = 16;
 /// Widest input row: scoring copies rows into fixed-size lane buffers.
 pub const MAX_DIMS: usize = 16;
+/// Deepest tree accepted: the perfect layout has 2^depth leaves per tree, so a
+/// hand-edited file with a degenerate chain must be refused, not allocated.
+pub const MAX_DEPTH: usize = 16;
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
 
 /// Average path length of an unsuccessful search in a BST of `n` points.
@@ -138,6 +141,15 @@ impl TryFrom<ForestData> for IsolationForest {
             perfect: Perfect::default(),
         };
         forest.validate().map_err(|e| e.to_string())?;
+        let depth = (0..forest.starts.len())
+            .map(|t| tree_depth(forest.tree(t), 0))
+            .max()
+            .unwrap_or(0);
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "isolation forest: a tree is {depth} deep, more than {MAX_DEPTH}"
+            ));
+        }
         forest.perfect = Perfect::build(&forest);
         Ok(forest)
     }
@@ -250,10 +262,11 @@ impl IsolationForest {
                 "isolation forest rows must be finite and equally long".into(),
             ));
         }
-        if params.trees == 0 || params.sample_size < 2 {
-            return Err(MlError::Train(
-                "isolation forest needs trees ≥ 1 and sample_size ≥ 2".into(),
-            ));
+        if params.trees == 0 || params.sample_size < 2 || params.sample_size > 1 << MAX_DEPTH {
+            return Err(MlError::Train(format!(
+                "isolation forest needs trees ≥ 1 and 2 ≤ sample_size ≤ {}",
+                1 << MAX_DEPTH
+            )));
         }
         let psi = params.sample_size.min(rows.len());
         let height_limit = (psi as f64).log2().ceil() as usize;
@@ -514,6 +527,35 @@ mod tests {
         assert_eq!(back, a);
         back.validate().unwrap();
         assert_eq!(back.score(&[0.3, 0.3, 0.3]), a.score(&[0.3, 0.3, 0.3]));
+    }
+
+    /// A one-tree forest whose tree is a chain of `depth` splits.
+    fn chain(depth: usize) -> String {
+        let mut nodes = Vec::new();
+        for i in 0..depth {
+            nodes.push(format!(r#"{{"f":0,"r":{},"v":0.5}}"#, 2 * i + 2));
+            nodes.push(format!(r#"{{"f":{LEAF},"r":0,"v":1.0}}"#));
+        }
+        nodes.push(format!(r#"{{"f":{LEAF},"r":0,"v":2.0}}"#));
+        format!(
+            r#"{{"params":{{"trees":1,"sample_size":256,"seed":1}},"dims":1,"norm":10.0,"starts":[0],"nodes":[{}]}}"#,
+            nodes.join(",")
+        )
+    }
+
+    #[test]
+    fn loading_checks_structure_and_depth() {
+        let ok: IsolationForest = serde_json::from_str(&chain(5)).expect("a 5-deep chain loads");
+        // Values ≥ every threshold walk the whole chain to the last leaf.
+        assert_eq!(ok.score(&[1.0]), (2.0f32).powf(-2.0 / 10.0));
+        assert_eq!(ok.score(&[0.0]), (2.0f32).powf(-1.0 / 10.0));
+        let deep = serde_json::from_str::<IsolationForest>(&chain(MAX_DEPTH + 4));
+        assert!(deep.unwrap_err().to_string().contains("deep"));
+        let broken = chain(3).replace(r#""r":2,"#, r#""r":99,"#);
+        assert!(
+            serde_json::from_str::<IsolationForest>(&broken).is_err(),
+            "child out of range"
+        );
     }
 
     #[test]
