@@ -81,23 +81,20 @@ pub fn predictions<'s>(
                 // forest can score the whole batch before any station steps.
                 rows.clear();
                 for window in data.iter() {
-                    let obs = observation(window);
-                    let row = match stations.get(&window.station_id) {
-                        Some(state) => state.forest_input(&obs),
-                        None => StationState::new(&models).forest_input(&obs),
-                    };
-                    rows.push(row);
+                    // New stations are created here, so the second pass finds every one.
+                    if !stations.contains_key(&window.station_id) {
+                        stations.insert(window.station_id.clone(), StationState::new(&models));
+                    }
+                    let state = &stations[&window.station_id];
+                    rows.push(state.forest_input(&observation(window)));
                 }
                 scores.resize(rows.len(), 0.0);
                 models.anomaly.model.forest.score_batch(&rows, &mut scores);
                 let mut session = output.session(&cap);
                 for (window, &forest_score) in data.drain(..).zip(&scores) {
                     let obs = observation(&window);
-                    let state = match stations.get_mut(&window.station_id) {
-                        Some(state) => state,
-                        None => stations
-                            .entry(window.station_id.clone())
-                            .or_insert_with(|| StationState::new(&models)),
+                    let Some(state) = stations.get_mut(&window.station_id) else {
+                        continue;
                     };
                     // Station coordinates are not known in the stream yet: solar time falls
                     // back to UTC and the clear-sky features to 0 (README, ML section).

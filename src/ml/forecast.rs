@@ -371,11 +371,6 @@ impl StationForecaster {
         self.last_origin_hour = None;
     }
 
-    /// Samples each horizon's correction has learned from.
-    pub fn learned(&self) -> Vec<u32> {
-        self.horizons.iter().map(|h| h.rls.n).collect()
-    }
-
     /// Approximate size in bytes, for the state budget.
     pub fn size_bytes(&self) -> usize {
         std::mem::size_of::<Self>()

@@ -405,11 +405,6 @@ impl IsolationForest {
             }
         }
     }
-
-    /// Number of nodes, all trees together.
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
 }
 
 /// Grows one subtree over `sample` in preorder, appending to `tree`.

@@ -8,7 +8,7 @@
 //!   1–6 h and 24 h and the 24 h statistics exist;
 //! - temperature minute values for the last hour, so the live detectors can see a jump
 //!   within a minute;
-//! - the latest and the previous observation.
+//! - the latest observation.
 //!
 //! That is 26 × 4 + 60 floats plus a few scalars: under 1 KiB per station, whatever the
 //! stream's rate. Missing values are NaN, so a station without a pressure sensor simply
@@ -65,8 +65,6 @@ pub struct History {
     minute: u64,
     /// The latest observation.
     latest: Option<Obs>,
-    /// The observation before it.
-    previous: Option<Obs>,
     /// Time of the first observation of the current unbroken stretch.
     start_ms: u64,
     /// Median dew point of the last 6 completed hours (NaN with fewer than 3), refreshed
@@ -85,7 +83,6 @@ impl Default for History {
             minutes: vec![f32::NAN; MINUTES],
             minute: 0,
             latest: None,
-            previous: None,
             start_ms: 0,
             dewpoint_median6: f32::NAN,
             latest_dewpoint: f32::NAN,
@@ -134,7 +131,7 @@ impl History {
         }
         self.minute = minute;
         self.minutes[(minute % MINUTES as u64) as usize] = obs.values[TEMPERATURE];
-        self.previous = self.latest.replace(obs);
+        self.latest = Some(obs);
         self.latest_dewpoint = super::features::dewpoint(obs.values[TEMPERATURE], obs.values[HUMIDITY]);
         true
     }
@@ -183,11 +180,6 @@ impl History {
         self.latest.as_ref()
     }
 
-    /// The observation before the latest.
-    pub fn previous(&self) -> Option<&Obs> {
-        self.previous.as_ref()
-    }
-
     /// Hours since the start of the current stretch.
     pub fn hours(&self) -> f32 {
         self.latest
@@ -218,11 +210,6 @@ impl History {
             return f32::NAN;
         }
         self.minutes[(minute % MINUTES as u64) as usize]
-    }
-
-    /// The index of the current hour (`ts / HOUR_MS`).
-    pub fn hour_index(&self) -> u64 {
-        self.hour
     }
 
     /// Approximate heap plus inline size, for the state budget.
