@@ -15,9 +15,11 @@ use crate::schema::{floor_minute, parse_rfc3339};
 use crate::sources::generator::{GeneratorConfig, Speed};
 use crate::sources::kafka::{KafkaSourceConfig, StartOffset};
 
+mod api;
 mod ml;
 mod produce;
 
+pub use api::{ApiArgs, ApiConfig, AttributionConfig, AttributionKind, ServeArgs, ServeConfig};
 pub use ml::{EvaluateArgs, TrainArgs};
 pub use produce::{ProduceArgs, ProduceConfig, ProduceFrom, ProduceInput};
 
@@ -137,6 +139,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Score the models on hourly CSVs: forecast errors and anomaly detection.
     Evaluate(EvaluateArgs),
+    /// Serve the REST API and dashboard from the weather-features and weather-predictions
+    /// topics (the API-only process of a deployment).
+    Serve(ServeArgs),
 }
 
 /// Kafka connection flags, shared by `run` and `produce`.
@@ -245,6 +250,9 @@ pub struct RunArgs {
     /// Run without the forecast and anomaly operators (features only).
     #[arg(long, env = "WEATHERFLOW_NO_ML")]
     pub no_ml: bool,
+    /// The REST API and dashboard.
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Generator settings.
     #[command(flatten)]
     pub generator: GeneratorArgs,
@@ -448,6 +456,8 @@ pub struct Config {
     pub predictions: Option<PathBuf>,
     /// The ML stage, unless `--no-ml`.
     pub ml: Option<MlConfig>,
+    /// The REST API, unless `--no-api`.
+    pub api: Option<ApiConfig>,
 }
 
 /// Where the ML stage finds its models.
@@ -527,6 +537,7 @@ impl RunArgs {
             poll: (!self.model_poll.is_zero()).then_some(self.model_poll),
         });
         let kafka = self.kafka.into_settings()?;
+        let api = self.api.into_config()?;
         let source = match self.source {
             SourceKind::Kafka => {
                 if kafka.is_none() {
@@ -577,7 +588,19 @@ impl RunArgs {
             kafka,
             predictions,
             ml,
+            api,
         })
+    }
+}
+
+impl SourceConfig {
+    /// The source's name, as in `--source` and the `source` metrics label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceConfig::Generator(_) => "generator",
+            SourceConfig::File { .. } => "file",
+            SourceConfig::Kafka(_) => "kafka",
+        }
     }
 }
 

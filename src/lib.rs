@@ -24,5 +24,6 @@ pub mod ml;
 pub mod produce;
 pub mod run;
 pub mod schema;
+pub mod serve;
 pub mod sinks;
 pub mod sources;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use weatherflow::config::{Cli, Command, EvaluateArgs, GenerateArgs, LogFormat, ProduceArgs, TrainArgs};
+use weatherflow::config::{Cli, Command, EvaluateArgs, GenerateArgs, LogFormat, ProduceArgs, ServeArgs, TrainArgs};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -38,6 +38,10 @@ fn main() -> ExitCode {
         Some(Command::Evaluate(args)) => {
             init_tracing(args.log_format);
             evaluate(args)
+        }
+        Some(Command::Serve(args)) => {
+            init_tracing(args.log_format);
+            serve(args)
         }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format);
@@ -77,6 +81,14 @@ fn run(args: weatherflow::config::RunArgs) -> anyhow::Result<ExitCode> {
     let stop = stop_flag()?;
     let summary = weatherflow::run::run(config, stop)?;
     eprint!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let stop = stop_flag()?;
+    let summary = weatherflow::serve::serve(&config, &stop)?;
+    eprintln!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,12 +2,14 @@
 //!
 //! Operators count per batch into plain locals and add to these atomics once per
 //! activation, so the hot path never touches shared cache lines per record. Names mirror
-//! the Prometheus series of DESIGN §8; the exporter arrives with the REST API.
+//! the Prometheus series of DESIGN §8; `sinks::api::prom` renders them at scrape time.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::schema::InvalidReason;
+use crate::schema::{InvalidReason, MINUTE_MS};
 
 /// Counters for one process. Construct with [`Metrics::new`] for the local worker count.
 #[derive(Debug)]
@@ -23,9 +25,15 @@ pub struct Metrics {
     /// Per local worker: its source watermark in epoch ms; `u64::MAX` once it has finished,
     /// 0 before it has seen anything.
     watermarks: Vec<AtomicU64>,
-    /// Per local worker: messages on the broker its Kafka partitions have not consumed;
-    /// `u64::MAX` when unknown or not a Kafka source.
-    consumer_lag: Vec<AtomicU64>,
+    /// Per Kafka partition consumed by this process: messages on the broker not yet
+    /// consumed. Written about once per source activation, read at scrape time.
+    partition_lag: Mutex<BTreeMap<i32, u64>>,
+    /// When this process's watermark frontier (the smallest worker watermark, floored to
+    /// the minute as the sources' capabilities are) first reached each value: the start
+    /// of a window's emit latency. Bounded; old entries fall off the front.
+    frontier_passed: Mutex<VecDeque<(u64, Instant)>>,
+    /// From the watermark passing a window's end to the window leaving the emitter.
+    emit_latency: LatencyHistogram,
     /// Window records acknowledged by the Kafka broker.
     windows_acked: AtomicU64,
     /// From a minute's windows reaching the Kafka sink to the broker acknowledging the last.
@@ -36,17 +44,23 @@ pub struct Metrics {
 const STEPS_PER_DOUBLING: f64 = 4.0;
 /// Buckets: 2^(96/4) µs ≈ 16.8 s is the largest resolved latency; more lands in the last.
 const LATENCY_BUCKETS: usize = 96;
+/// Frontier passages remembered for emit latency: a day of minutes, far more than any
+/// emitter lags behind its sources.
+const FRONTIER_MARKS: usize = 1440;
 
 /// A lock-free log-spaced histogram of latencies, for percentiles without storing samples.
 #[derive(Debug)]
 pub struct LatencyHistogram {
     buckets: [AtomicU64; LATENCY_BUCKETS],
+    /// Sum of all recorded latencies, µs (Prometheus wants `_sum`).
+    sum_micros: AtomicU64,
 }
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
         }
     }
 }
@@ -57,6 +71,28 @@ impl LatencyHistogram {
         let micros = latency.as_micros().max(1) as f64;
         let i = (micros.log2() * STEPS_PER_DOUBLING) as usize;
         self.buckets[i.min(LATENCY_BUCKETS - 1)].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(micros as u64, Relaxed);
+    }
+
+    /// The histogram re-bucketed onto `bounds` (seconds, ascending) for Prometheus: per
+    /// bound the count of latencies in it (not cumulative), then `+Inf`; plus the sum in
+    /// seconds and the total count. A fine log bucket is counted under the first bound
+    /// at or above its upper edge, so a count may sit one bound high (±9 %), never low.
+    pub fn rebucket(&self, bounds: &[f64]) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut out: Vec<(f64, u64)> = bounds.iter().map(|b| (*b, 0)).collect();
+        out.push((f64::INFINITY, 0));
+        let mut count = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            let n = bucket.load(Relaxed);
+            if n == 0 {
+                continue;
+            }
+            count += n;
+            let upper_s = 2f64.powf((i + 1) as f64 / STEPS_PER_DOUBLING) / 1e6;
+            let slot = bounds.iter().position(|b| upper_s <= *b).unwrap_or(bounds.len());
+            out[slot].1 += n;
+        }
+        (self.sum_micros.load(Relaxed) as f64 / 1e6, count, out)
     }
 
     /// The `q` quantile (0..=1), as its bucket's upper bound; `None` when empty.
@@ -107,6 +143,8 @@ pub struct Snapshot {
     pub windows_acked: u64,
     /// Median and 99th percentile of the emit-to-acknowledgement latency.
     pub ack_latency: Option<(Duration, Duration)>,
+    /// Median and 99th percentile of the watermark-to-emit latency of windows.
+    pub emit_latency: Option<(Duration, Duration)>,
 }
 
 impl Snapshot {
@@ -129,7 +167,9 @@ impl Metrics {
             anomalies: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             watermarks: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
-            consumer_lag: (0..local_workers).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            partition_lag: Mutex::default(),
+            frontier_passed: Mutex::default(),
+            emit_latency: LatencyHistogram::default(),
             windows_acked: AtomicU64::new(0),
             ack_latency: LatencyHistogram::default(),
         }
@@ -163,18 +203,64 @@ impl Metrics {
         self.anomalies.fetch_add(anomalies, Relaxed);
     }
 
-    /// Publishes the watermark of local worker `local_index` (`u64::MAX` = finished).
+    /// Publishes the watermark of local worker `local_index` (`u64::MAX` = finished),
+    /// and notes when the process's minute frontier first moves past a new minute.
     pub fn set_watermark(&self, local_index: usize, ms: u64) {
-        if let Some(slot) = self.watermarks.get(local_index) {
-            slot.store(ms, Relaxed);
+        let Some(slot) = self.watermarks.get(local_index) else { return };
+        if slot.swap(ms, Relaxed) / MINUTE_MS == ms / MINUTE_MS {
+            return; // same minute: the frontier cannot have moved
+        }
+        let Some(frontier) = self.frontier_ms() else { return };
+        let mut marks = lock(&self.frontier_passed);
+        if marks.back().is_none_or(|(f, _)| frontier > *f) {
+            marks.push_back((frontier, Instant::now()));
+            if marks.len() > FRONTIER_MARKS {
+                marks.pop_front();
+            }
         }
     }
 
-    /// Publishes the consumer lag of local worker `local_index`.
-    pub fn set_consumer_lag(&self, local_index: usize, lag: u64) {
-        if let Some(slot) = self.consumer_lag.get(local_index) {
-            slot.store(lag, Relaxed);
+    /// The smallest running worker watermark floored to the minute: what the sources'
+    /// capabilities hold back. `None` before every worker has a watermark.
+    fn frontier_ms(&self) -> Option<u64> {
+        let mut min = u64::MAX;
+        for w in &self.watermarks {
+            match w.load(Relaxed) {
+                0 => return None,
+                u64::MAX => {}
+                ms => min = min.min(ms),
+            }
         }
+        (min != u64::MAX).then(|| min / MINUTE_MS * MINUTE_MS)
+    }
+
+    /// Records the emit latency of the windows ending at `end_ms`, emitted now: the time
+    /// since this process's frontier passed `end_ms`. With several processes the frontier
+    /// of the others is not seen here, so the figure can only err long, never short.
+    pub fn record_emit(&self, end_ms: u64) {
+        let passed = {
+            let marks = lock(&self.frontier_passed);
+            let i = marks.partition_point(|(f, _)| *f <= end_ms);
+            marks.get(i).map(|(_, at)| *at)
+        };
+        if let Some(at) = passed {
+            self.emit_latency.record(at.elapsed());
+        }
+    }
+
+    /// The watermark-to-emit latency histogram.
+    pub fn emit_latency(&self) -> &LatencyHistogram {
+        &self.emit_latency
+    }
+
+    /// Publishes the consumer lag of one Kafka partition.
+    pub fn set_partition_lag(&self, partition: i32, lag: u64) {
+        lock(&self.partition_lag).insert(partition, lag);
+    }
+
+    /// Consumer lag per partition, for the `{partition}` gauge.
+    pub fn partition_lags(&self) -> Vec<(i32, u64)> {
+        lock(&self.partition_lag).iter().map(|(p, l)| (*p, *l)).collect()
     }
 
     /// Counts window records acknowledged by the broker.
@@ -208,16 +294,18 @@ impl Metrics {
             anomalies: self.anomalies.load(Relaxed),
             bytes_read: self.bytes_read.load(Relaxed),
             watermark_ms: marks.min().filter(|&w| w > 0),
-            consumer_lag: self
-                .consumer_lag
-                .iter()
-                .map(|l| l.load(Relaxed))
-                .filter(|&l| l != u64::MAX)
-                .reduce(|a, b| a + b),
+            consumer_lag: lock(&self.partition_lag).values().copied().reduce(|a, b| a + b),
             windows_acked: self.windows_acked.load(Relaxed),
             ack_latency: self.ack_latency.quantile(0.5).zip(self.ack_latency.quantile(0.99)),
+            emit_latency: self.emit_latency.quantile(0.5).zip(self.emit_latency.quantile(0.99)),
         }
     }
+}
+
+/// Locks a metrics mutex. A poisoned one only means a worker panicked while holding it;
+/// the plain numbers inside are still valid, and metrics must not cascade the panic.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a source saw during one activation; flushed into [`Metrics`] in one go.

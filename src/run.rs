@@ -28,7 +28,11 @@ use crate::metrics::{Metrics, Snapshot};
 use crate::ml::MlError;
 use crate::ml::registry::{Watcher, load_latest};
 use crate::schema::format_rfc3339;
+use crate::sinks::api::prom::{PipelineCollector, Prom};
+use crate::sinks::api::{ApiError, ApiServer, ApiState, Role};
 use crate::sinks::file::{JsonlWriter, SinkError, jsonl_predictions_sink, jsonl_sink};
+use crate::sinks::store::Store;
+use crate::sinks::store::sink::{store_features_sink, store_predictions_sink};
 use crate::sinks::kafka::{KafkaOutput, kafka_features_sink, kafka_predictions_sink};
 use crate::sources::SourceContext;
 use crate::sources::file::plan::{Plan, PlanError};
@@ -51,6 +55,9 @@ pub enum RunError {
     /// Kafka could not be set up (unreachable broker, missing topic, bad option).
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
+    /// The REST API could not start (e.g. its port is in use).
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// The models could not be loaded.
     #[error("cannot load models: {0} (train with `weatherflow train`, or run with --no-ml)")]
     Models(#[from] MlError),
@@ -106,6 +113,9 @@ impl fmt::Display for Summary {
         }
         if t.windows_acked > 0 {
             writeln!(f, "  windows to kafka  {} acknowledged", t.windows_acked)?;
+        }
+        if let Some((p50, p99)) = t.emit_latency {
+            writeln!(f, "  watermark→emit    p50 {p50:.1?}, p99 {p99:.1?}")?;
         }
         if let Some((p50, p99)) = t.ack_latency {
             writeln!(f, "  emit→ack latency  p50 {p50:.1?}, p99 {p99:.1?}")?;
@@ -190,6 +200,43 @@ fn drain(worker: &mut timely::worker::Worker, output: &KafkaOutput) {
     }
 }
 
+/// Creates the store when the API is on, and starts serving it in process 0. Every
+/// process gets a store so that all build the same dataflow; in a cluster the sinks route
+/// rows to worker 0, so the stores of the other processes stay empty.
+fn start_api(config: &Config, metrics: &Arc<Metrics>) -> Result<(Option<Arc<Store>>, Option<ApiServer>), RunError> {
+    let Some(api) = &config.api else {
+        return Ok((None, None));
+    };
+    let store = Arc::new(Store::new(api.store));
+    if config.cluster.process != 0 {
+        tracing::info!("the API is served by process 0, with every station");
+        return Ok((Some(store), None));
+    }
+    let mut prom = Prom::new(store.clone());
+    prom.register(Box::new(PipelineCollector {
+        metrics: metrics.clone(),
+        source: config.source.name(),
+        topic: match (&config.source, &config.kafka) {
+            (SourceConfig::Kafka(_), Some(k)) => Some(k.topics.raw.clone()),
+            _ => None,
+        },
+    }));
+    let watched = metrics.clone();
+    let state = ApiState {
+        store: store.clone(),
+        prom: Arc::new(prom),
+        readiness: Arc::new(move || match watched.snapshot().watermark_ms {
+            Some(w) => Ok(Some(w)),
+            None => Err("the sources have not moved the watermark yet".into()),
+        }),
+        role: Role::Run,
+        attribution: api.attribution.map(|a| a.attribution()),
+        cors_origins: api.cors_origins.clone().into(),
+    };
+    let server = ApiServer::start(api.addr, state)?;
+    Ok((Some(store), Some(server)))
+}
+
 /// Runs the job until its input ends or `stop` is set.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     let started = Instant::now();
@@ -263,11 +310,15 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     };
     let ml_config = config.ml.clone();
     let metrics = Arc::new(Metrics::new(config.cluster.workers));
+    let (store, api) = start_api(&config, &metrics)?;
+    // In a cluster the rows go to worker 0, whose process serves the API.
+    let routed = config.cluster.addresses.len() > 1;
 
     let job = {
         let (metrics, failure, stop, writer) = (metrics.clone(), failure.clone(), stop.clone(), writer.clone());
         let prediction_writer = prediction_writer.clone();
         let kafka_output = kafka_output.clone();
+        let store = store.clone();
         let lateness_ms = config.lateness_ms;
         // Global worker index = process × workers + local index.
         let workers_per_process = config.cluster.workers;
@@ -318,6 +369,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 if let Some(writer) = &writer {
                     jsonl_sink(windows.clone(), writer.clone(), ctx.clone());
                 }
+                if let Some(store) = &store {
+                    store_features_sink(windows.clone(), store.clone(), routed);
+                }
                 if let Some(output) = &kafka_output {
                     kafka_features_sink(windows.clone(), output.clone(), ctx.clone())
                         .probe_with(&durable)
@@ -329,6 +383,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                         crate::dataflow::predict::predictions(windows, models.clone(), watcher, metrics.clone());
                     if let Some(writer) = &prediction_writer {
                         jsonl_predictions_sink(predictions.clone(), writer.clone(), ctx.clone());
+                    }
+                    if let Some(store) = &store {
+                        store_predictions_sink(predictions.clone(), store.clone(), routed);
                     }
                     if let Some(output) = &kafka_output {
                         kafka_predictions_sink(predictions.clone(), output.clone(), ctx.clone())
@@ -383,6 +440,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     };
     for writer in [&writer, &prediction_writer].into_iter().flatten() {
         writer.flush()?;
+    }
+    if let Some(api) = api {
+        api.stop();
     }
     if let Some(output) = &kafka_output
         && output.flush(DRAIN_TIMEOUT).is_err()

@@ -130,6 +130,7 @@ pub fn emit_windows<'s>(
                     }
                 }
                 live.retain(|_, st| !(st.window.0.is_empty() && st.trend.0.is_empty()));
+                metrics.record_emit(end);
                 let at = held.delayed(&end);
                 let mut session = output.session(&at);
                 for (station, st) in &live {

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Statistics of one variable over the readings of a window that carried it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VariableStats {
     /// Readings in the window that carried this variable.
     pub count: u64,
@@ -27,7 +27,7 @@ pub struct VariableStats {
 
 /// Change of each variable's window mean against the same station's window that ended
 /// one minute earlier; `null` when that window or the variable is missing.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Trend {
     /// Temperature mean change, °C.
     pub temperature_change_1m: Option<f64>,
@@ -40,15 +40,17 @@ pub struct Trend {
 }
 
 /// One emitted window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowFeatures {
     /// The station.
     pub station_id: String,
     /// Inclusive window start, epoch ms (RFC 3339 on the wire).
     #[serde(with = "rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub window_start: u64,
     /// Exclusive window end, epoch ms (RFC 3339 on the wire).
     #[serde(with = "rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub window_end: u64,
     /// Readings in the window.
     pub count: u64,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::features::rfc3339_ms;
 
 /// One forecast with its 80 % interval.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ForecastRecord {
     /// Horizon, hours (1, 6 or 24).
     pub horizon_hours: u32,
@@ -23,7 +23,7 @@ pub struct ForecastRecord {
 }
 
 /// The anomaly verdict.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AnomalyRecord {
     /// Combined score in [0, 1].
     pub score: f64,
@@ -35,25 +35,29 @@ pub struct AnomalyRecord {
 
 /// The model versions behind a prediction. Shared strings: every prediction names them,
 /// and cloning an `Arc` per record is cheaper than allocating two strings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelVersions {
     /// Forecast model version.
+    #[schema(value_type = String)]
     pub forecast: std::sync::Arc<str>,
     /// Anomaly model version.
+    #[schema(value_type = String)]
     pub anomaly: std::sync::Arc<str>,
 }
 
 /// One prediction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Prediction {
     /// The station.
     pub station_id: String,
     /// End of the window it was made at, epoch ms (RFC 3339 on the wire).
     #[serde(with = "rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub window_end: u64,
     /// The window's mean temperature, °C: the forecasts' starting point.
     pub temperature: f64,
     /// Forecasts at 1, 6 and 24 h.
+    #[schema(value_type = Vec<ForecastRecord>, min_items = 3, max_items = 3)]
     pub forecasts: [ForecastRecord; 3],
     /// `full`, or `short_history` while the station has less than 24 h of history.
     pub forecast_variant: String,

@@ -377,8 +377,11 @@ pub fn kafka_source<'s>(
                 }
                 held.downgrade(&floor_minute(watermark).max(*held.time()));
                 ctx.metrics.set_watermark(ctx.local_index, watermark);
-                let lag = committer.parts.iter().map(|p| p.lag().unwrap_or(0)).sum();
-                ctx.metrics.set_consumer_lag(ctx.local_index, lag);
+                for part in &committer.parts {
+                    if let Some(lag) = part.lag() {
+                        ctx.metrics.set_partition_lag(part.id, lag);
+                    }
+                }
                 if committer.last_commit.elapsed() >= config.commit_interval {
                     committer.commit(CommitMode::Async);
                 }
