@@ -253,6 +253,10 @@ pub struct RunArgs {
     /// The REST API and dashboard.
     #[command(flatten)]
     pub api: ApiArgs,
+    /// After the input ends (file replay, `--events`), keep serving the API until
+    /// Ctrl-C/SIGTERM, so the results can be browsed.
+    #[arg(long, env = "WEATHERFLOW_LINGER")]
+    pub linger: bool,
     /// Generator settings.
     #[command(flatten)]
     pub generator: GeneratorArgs,
@@ -458,6 +462,8 @@ pub struct Config {
     pub ml: Option<MlConfig>,
     /// The REST API, unless `--no-api`.
     pub api: Option<ApiConfig>,
+    /// Keep serving the API after the input ends.
+    pub linger: bool,
 }
 
 /// Where the ML stage finds its models.
@@ -538,6 +544,9 @@ impl RunArgs {
         });
         let kafka = self.kafka.into_settings()?;
         let api = self.api.into_config()?;
+        if self.linger && api.is_none() {
+            return Err(invalid("--linger", "keeps the API serving; drop --no-api"));
+        }
         let source = match self.source {
             SourceKind::Kafka => {
                 if kafka.is_none() {
@@ -589,6 +598,7 @@ impl RunArgs {
             predictions,
             ml,
             api,
+            linger: self.linger,
         })
     }
 }

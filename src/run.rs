@@ -29,7 +29,7 @@ use crate::ml::MlError;
 use crate::ml::registry::{Watcher, load_latest};
 use crate::schema::format_rfc3339;
 use crate::sinks::api::prom::{PipelineCollector, Prom};
-use crate::sinks::api::{ApiError, ApiServer, ApiState, Role};
+use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role};
 use crate::sinks::file::{JsonlWriter, SinkError, jsonl_predictions_sink, jsonl_sink};
 use crate::sinks::store::Store;
 use crate::sinks::store::sink::{store_features_sink, store_predictions_sink};
@@ -203,7 +203,11 @@ fn drain(worker: &mut timely::worker::Worker, output: &KafkaOutput) {
 /// Creates the store when the API is on, and starts serving it in process 0. Every
 /// process gets a store so that all build the same dataflow; in a cluster the sinks route
 /// rows to worker 0, so the stores of the other processes stay empty.
-fn start_api(config: &Config, metrics: &Arc<Metrics>) -> Result<(Option<Arc<Store>>, Option<ApiServer>), RunError> {
+fn start_api(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    complete: &Arc<AtomicBool>,
+) -> Result<(Option<Arc<Store>>, Option<ApiServer>), RunError> {
     let Some(api) = &config.api else {
         return Ok((None, None));
     };
@@ -222,12 +226,24 @@ fn start_api(config: &Config, metrics: &Arc<Metrics>) -> Result<(Option<Arc<Stor
         },
     }));
     let watched = metrics.clone();
+    let complete = complete.clone();
     let state = ApiState {
         store: store.clone(),
         prom: Arc::new(prom),
-        readiness: Arc::new(move || match watched.snapshot().watermark_ms {
-            Some(w) => Ok(Some(w)),
-            None => Err("the sources have not moved the watermark yet".into()),
+        readiness: Arc::new(move || {
+            if complete.load(Ordering::Relaxed) {
+                return Ok(ReadyInfo {
+                    watermark: None,
+                    input_complete: true,
+                });
+            }
+            match watched.snapshot().watermark_ms {
+                Some(w) => Ok(ReadyInfo {
+                    watermark: Some(w),
+                    input_complete: false,
+                }),
+                None => Err("the sources have not moved the watermark yet".into()),
+            }
         }),
         role: Role::Run,
         attribution: api.attribution.map(|a| a.attribution()),
@@ -310,7 +326,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     };
     let ml_config = config.ml.clone();
     let metrics = Arc::new(Metrics::new(config.cluster.workers));
-    let (store, api) = start_api(&config, &metrics)?;
+    let complete = Arc::new(AtomicBool::new(false));
+    let (store, api) = start_api(&config, &metrics, &complete)?;
     // In a cluster the rows go to worker 0, whose process serves the API.
     let routed = config.cluster.addresses.len() > 1;
 
@@ -442,6 +459,17 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         writer.flush()?;
     }
     if let Some(api) = api {
+        complete.store(!stop.load(Ordering::Relaxed), Ordering::Relaxed);
+        if config.linger && !stop.load(Ordering::Relaxed) {
+            tracing::info!(
+                url = %format!("http://{}/", api.addr()),
+                "input complete; still serving the API until Ctrl-C/SIGTERM (--linger)"
+            );
+            // A signal handler only sets the flag, so there is nothing to block on.
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         api.stop();
     }
     if let Some(output) = &kafka_output

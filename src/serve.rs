@@ -31,7 +31,7 @@ use crate::config::ServeConfig;
 use crate::kafka::KafkaSetupError;
 use crate::schema::{Prediction, WindowFeatures};
 use crate::sinks::api::prom::Prom;
-use crate::sinks::api::{ApiError, ApiServer, ApiState, Role};
+use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role};
 use crate::sinks::store::Store;
 
 /// Bound on one metadata or offsets request.
@@ -354,7 +354,10 @@ fn start_api(config: &ServeConfig, store: &Arc<Store>, progress: &Arc<Progress>)
         readiness: Arc::new(move || {
             if watched.caught_up.load(Ordering::Relaxed) {
                 let newest = watched.newest_end.load(Ordering::Relaxed);
-                Ok((newest > 0).then_some(newest))
+                Ok(ReadyInfo {
+                    watermark: (newest > 0).then_some(newest),
+                    input_complete: false,
+                })
             } else {
                 Err("still rebuilding the store from Kafka".into())
             }

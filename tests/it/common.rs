@@ -16,15 +16,24 @@ use weatherflow::run::Summary;
 use weatherflow::schema::WindowFeatures;
 
 /// Runs the job in this process with command-line style arguments.
+/// Without `--api` in `args` the API is turned off, so parallel tests do not compete for
+/// the default port.
 pub fn run_in_process(args: &[&str]) -> Summary {
-    let cli = Cli::try_parse_from(std::iter::once("weatherflow").chain(args.iter().copied())).expect("arguments parse");
+    run_in_process_with(args, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`run_in_process`] with a stop flag the test controls.
+pub fn run_in_process_with(args: &[&str], stop: Arc<AtomicBool>) -> Summary {
+    let no_api = (!args.contains(&"--api")).then_some("--no-api");
+    let args = std::iter::once("weatherflow").chain(args.iter().copied()).chain(no_api);
+    let cli = Cli::try_parse_from(args).expect("arguments parse");
     let run = match cli.command {
         Some(Sub::Run(run)) => run,
         Some(other) => panic!("not a run command: {other:?}"),
         None => cli.run,
     };
     let config = run.into_config().expect("valid configuration");
-    weatherflow::run::run(config, Arc::new(AtomicBool::new(false))).expect("run succeeds")
+    weatherflow::run::run(config, stop).expect("run succeeds")
 }
 
 /// Replays `input` with the file source in this process, writing features to `output`.
@@ -37,9 +46,13 @@ pub fn replay(input: &Path, output: &Path, workers: &str, extra: &[&str]) -> Sum
     run_in_process(&args)
 }
 
-/// Starts the real binary.
+/// Starts the real binary; without `--api` in `args` its API is off (see [`run_in_process`]).
 pub fn spawn(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weatherflow"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weatherflow"));
+    if !args.iter().any(|a| a == "--api") {
+        command.env("WEATHERFLOW_NO_API", "true");
+    }
+    command
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

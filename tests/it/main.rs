@@ -1,9 +1,11 @@
 //! Integration tests: one binary, from in-process dataflow runs to whole-cluster runs of
 //! the real executable, and the pipeline against a real Kafka-protocol broker.
 
+mod api;
 mod broker;
 mod cluster;
 mod common;
+mod http;
 mod kafka;
 mod ml;
 mod oracle;

@@ -14,6 +14,8 @@ pub mod model;
 pub mod prom;
 pub mod query;
 pub mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -70,8 +72,17 @@ impl Role {
     }
 }
 
-/// Readiness: `Ok(watermark)` when ready, `Err(why not)` otherwise.
-pub type Readiness = Arc<dyn Fn() -> Result<Option<u64>, String> + Send + Sync>;
+/// What `/ready` reports when ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadyInfo {
+    /// The watermark (run) or newest window end (serve), epoch ms.
+    pub watermark: Option<u64>,
+    /// The run's input has ended and every window has been emitted (`--linger`).
+    pub input_complete: bool,
+}
+
+/// Readiness: `Ok(info)` when ready, `Err(why not)` otherwise.
+pub type Readiness = Arc<dyn Fn() -> Result<ReadyInfo, String> + Send + Sync>;
 
 /// Everything a request may read.
 #[derive(Clone)]

@@ -36,6 +36,9 @@ pub struct Ready {
     /// The watermark (run) or the newest window end seen (serve), if any.
     #[schema(format = DateTime)]
     pub watermark: Option<String>,
+    /// `run` only: the input has ended (file replay, `--events`) and every window has
+    /// been emitted; the process still serves because of `--linger`.
+    pub input_complete: bool,
 }
 
 /// The data credit a source requires (Open-Meteo: CC BY 4.0).

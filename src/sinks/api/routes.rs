@@ -282,11 +282,12 @@ pub fn health(state: &ApiState) -> Response {
     responses((status = 200, body = Ready), (status = 503, body = ErrorBody)))]
 pub fn ready(state: &ApiState) -> Response {
     match (state.readiness)() {
-        Ok(watermark) => json(
+        Ok(info) => json(
             StatusCode::OK,
             &Ready {
                 status: "ready",
-                watermark: watermark.map(format_rfc3339),
+                watermark: info.watermark.map(format_rfc3339),
+                input_complete: info.input_complete,
             },
         ),
         Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
