@@ -206,7 +206,9 @@ impl Metrics {
     /// Publishes the watermark of local worker `local_index` (`u64::MAX` = finished),
     /// and notes when the process's minute frontier first moves past a new minute.
     pub fn set_watermark(&self, local_index: usize, ms: u64) {
-        let Some(slot) = self.watermarks.get(local_index) else { return };
+        let Some(slot) = self.watermarks.get(local_index) else {
+            return;
+        };
         if slot.swap(ms, Relaxed) / MINUTE_MS == ms / MINUTE_MS {
             return; // same minute: the frontier cannot have moved
         }

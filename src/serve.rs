@@ -192,7 +192,11 @@ pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<ServeSummary, Se
                 .fetch_watermarks(topic, id, SETUP_TIMEOUT)
                 .map_err(request(format!("reading offsets of {topic}/{id}")))?;
             // No message at or after the time: start at the end.
-            let start = match starts.as_ref().and_then(|s| s.find_partition(topic, id)).map(|e| e.offset()) {
+            let start = match starts
+                .as_ref()
+                .and_then(|s| s.find_partition(topic, id))
+                .map(|e| e.offset())
+            {
                 None => low,
                 Some(Offset::Offset(o)) => o.max(low),
                 Some(_) => high,
@@ -377,7 +381,11 @@ impl Collector for ServeCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let p = &self.0;
         for (name, help, counts) in [
-            ("serve_records", "Records consumed into the store, by topic", &p.consumed),
+            (
+                "serve_records",
+                "Records consumed into the store, by topic",
+                &p.consumed,
+            ),
             (
                 "serve_records_invalid",
                 "Records skipped as not valid JSON of their topic's schema, by topic",

@@ -84,11 +84,7 @@ fn valid_origin(origin: &str) -> bool {
     else {
         return false;
     };
-    !rest.is_empty()
-        && !rest.contains('/')
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+    !rest.is_empty() && !rest.contains('/') && rest.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
 }
 
 impl ApiArgs {

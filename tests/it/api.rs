@@ -58,9 +58,18 @@ impl Drop for Pipeline {
 
 fn live_generator(stations: &str) -> Vec<String> {
     // One hour of event time per second: windows close 60 times a second per station.
-    ["-w", "2", "--stations", stations, "--speed", "3600", "--start", "2026-11-20T00:00:00Z"]
-        .map(String::from)
-        .to_vec()
+    [
+        "-w",
+        "2",
+        "--stations",
+        stations,
+        "--speed",
+        "3600",
+        "--start",
+        "2026-11-20T00:00:00Z",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn assert_error(a: &Answer, status: u16, needle: &str) {
@@ -79,7 +88,8 @@ fn routes_over_real_http_with_the_pipeline_running() {
         let v = a.json();
         v["count"] == 8
             && v["stations"].as_array().is_some_and(|s| {
-                s.iter().all(|s| s["forecast_1h"].is_number() && s["windows"].as_u64() >= Some(3))
+                s.iter()
+                    .all(|s| s["forecast_1h"].is_number() && s["windows"].as_u64() >= Some(3))
             })
     })
     .json();
@@ -117,7 +127,12 @@ fn routes_over_real_http_with_the_pipeline_running() {
 
     // Every DESIGN §8 series the generator run can produce, no station labels.
     let metrics = get(port, "/metrics");
-    assert!(metrics.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     let text = metrics.text();
     for name in [
         r#"weatherflow_records_in_total{source="generator"}"#,
@@ -221,13 +236,23 @@ fn dashboard_shows_stations_and_plots_in_headless_chromium() {
     let port = pipeline.port;
     until(port, "/stations", Duration::from_secs(60), |a| {
         let v = a.json();
-        v["count"] == 12 && v["stations"].as_array().is_some_and(|s| s.iter().all(|s| s["forecast_1h"].is_number()))
+        v["count"] == 12
+            && v["stations"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|s| s["forecast_1h"].is_number()))
     });
     let url = format!("http://127.0.0.1:{port}/");
     let dom = headless(&bin, &url, &["--dump-dom".into()]);
     std::fs::write(artifact("dashboard.html"), &dom).expect("save the DOM");
-    let body_tag = dom.split("<body").nth(1).and_then(|b| b.split('>').next()).unwrap_or_default();
-    assert!(body_tag.contains(r#"data-state="ready""#), "the page never got ready: <body{body_tag}>");
+    let body_tag = dom
+        .split("<body")
+        .nth(1)
+        .and_then(|b| b.split('>').next())
+        .unwrap_or_default();
+    assert!(
+        body_tag.contains(r#"data-state="ready""#),
+        "the page never got ready: <body{body_tag}>"
+    );
     let stations = dom.matches("data-station=\"st-").count();
     assert!(stations >= 12, "{stations} station rows in the DOM");
     let points: usize = dom
@@ -237,13 +262,20 @@ fn dashboard_shows_stations_and_plots_in_headless_chromium() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(points > 1, "the chart plotted {points} points");
-    assert_eq!(dom.matches(r#"class="forecast-marker""#).count(), 3, "one marker per horizon");
+    assert_eq!(
+        dom.matches(r#"class="forecast-marker""#).count(),
+        3,
+        "one marker per horizon"
+    );
     let shot = artifact("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     headless(
         &bin,
         &url,
-        &[format!("--screenshot={}", shot.display()), "--window-size=1400,900".into()],
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1400,900".into(),
+        ],
     );
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
@@ -277,7 +309,12 @@ fn sorted_anomalies(port: u16) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["window_end"].as_str().unwrap().into(), p["station_id"].as_str().unwrap().into()))
+        .map(|p| {
+            (
+                p["window_end"].as_str().unwrap().into(),
+                p["station_id"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     // Anomalies of one window end may arrive in any order from the partitions.
     items.sort();
@@ -342,12 +379,19 @@ fn serve_rebuilds_the_same_answers_from_the_broker() {
     assert_eq!(get(serve_port, "/stations").json(), expected);
     for station in expected["stations"].as_array().unwrap() {
         let id = station["station_id"].as_str().unwrap();
-        assert_eq!(station_answers(serve_port, id), station_answers(pipeline.port, id), "{id}");
+        assert_eq!(
+            station_answers(serve_port, id),
+            station_answers(pipeline.port, id),
+            "{id}"
+        );
     }
     assert_eq!(sorted_anomalies(serve_port), sorted_anomalies(pipeline.port));
 
     stop.store(true, Ordering::Relaxed);
     let summary = server.join().expect("serve thread").expect("serve ends cleanly");
-    assert!(summary.features > 0 && summary.predictions > 0 && summary.invalid == 0, "{summary}");
+    assert!(
+        summary.features > 0 && summary.predictions > 0 && summary.invalid == 0,
+        "{summary}"
+    );
     pipeline.finish();
 }

@@ -22,8 +22,7 @@ impl Answer {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -98,7 +97,10 @@ pub fn until(port: u16, path: &str, deadline: Duration, mut done: impl FnMut(&An
         {
             return a;
         }
-        assert!(Instant::now() < end, "GET {path} did not reach the expected state within {deadline:?}");
+        assert!(
+            Instant::now() < end,
+            "GET {path} did not reach the expected state within {deadline:?}"
+        );
         std::thread::park_timeout(Duration::from_millis(10));
     }
 }

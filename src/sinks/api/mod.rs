@@ -121,7 +121,11 @@ impl ApiState {
         if !any && !self.cors_origins.iter().any(|o| o == origin) {
             return;
         }
-        let value = if any { Ok(HeaderValue::from_static("*")) } else { HeaderValue::from_str(origin) };
+        let value = if any {
+            Ok(HeaderValue::from_static("*"))
+        } else {
+            HeaderValue::from_str(origin)
+        };
         if let Ok(value) = value {
             let headers = response.headers_mut();
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
@@ -133,31 +137,35 @@ impl ApiState {
 }
 
 /// The warp filter answering every request. Public for `warp::test`.
-pub fn filter(state: ApiState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+pub fn filter(
+    state: ApiState,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .map(move |method: Method, path: warp::path::FullPath, query: String, headers: warp::http::HeaderMap| {
-            let started = Instant::now();
-            let content_length = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            let request = Request {
-                method: &method,
-                path: path.as_str(),
-                query: &query,
-                content_length,
-            };
-            let (route, mut response) = routes::handle(&state, request);
-            let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-            state.cors(origin, &mut response);
-            state
-                .prom
-                .observe(route.map_or("unmatched", |r| r.label()), started.elapsed());
-            response
-        })
+        .map(
+            move |method: Method, path: warp::path::FullPath, query: String, headers: warp::http::HeaderMap| {
+                let started = Instant::now();
+                let content_length = headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let request = Request {
+                    method: &method,
+                    path: path.as_str(),
+                    query: &query,
+                    content_length,
+                };
+                let (route, mut response) = routes::handle(&state, request);
+                let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+                state.cors(origin, &mut response);
+                state
+                    .prom
+                    .observe(route.map_or("unmatched", |r| r.label()), started.elapsed());
+                response
+            },
+        )
 }
 
 /// A running API server; stops when dropped.

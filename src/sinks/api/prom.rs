@@ -60,7 +60,9 @@ impl Prom {
 
     /// Records one request's latency under its route label.
     pub fn observe(&self, route: &'static str, latency: Duration) {
-        self.http.get_or_create(&[("route", route)]).observe(latency.as_secs_f64());
+        self.http
+            .get_or_create(&[("route", route)])
+            .observe(latency.as_secs_f64());
     }
 
     /// The OpenMetrics text. Encoding into a `String` cannot fail; if a collector ever
@@ -127,11 +129,19 @@ impl Collector for PipelineCollector {
         }
         let counters = [
             ("records_late", "Readings older than the watermark, dropped", s.late),
-            ("records_duplicate", "Readings repeating a (station, timestamp) already seen", s.duplicate),
+            (
+                "records_duplicate",
+                "Readings repeating a (station, timestamp) already seen",
+                s.duplicate,
+            ),
             ("windows_emitted", "Windows emitted", s.windows_emitted),
             ("predictions", "Predictions made", s.predictions),
             ("anomalies", "Predictions flagged anomalous", s.anomalies),
-            ("windows_acked", "Window records acknowledged by the Kafka broker", s.windows_acked),
+            (
+                "windows_acked",
+                "Window records acknowledged by the Kafka broker",
+                s.windows_acked,
+            ),
             ("input_bytes", "Input bytes read by file sources", s.bytes_read),
         ];
         for (name, help, value) in counters {

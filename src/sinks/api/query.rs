@@ -63,10 +63,7 @@ impl Params {
                 return Err(bad(if allowed.is_empty() {
                     format!("unknown query parameter {name:?}: this route takes none")
                 } else {
-                    format!(
-                        "unknown query parameter {name:?} (allowed: {})",
-                        allowed.join(", ")
-                    )
+                    format!("unknown query parameter {name:?} (allowed: {})", allowed.join(", "))
                 }));
             }
             if params.iter().any(|(n, _)| *n == name) {
@@ -123,7 +120,14 @@ mod tests {
         assert_eq!(p.time("since"), Ok(None));
         let p = Params::parse("from=2026-11-20T13:00:00%2B01:00", &["from"]).unwrap();
         assert_eq!(p.time("from"), Ok(Some(1_795_176_000_000)));
-        for bad in ["yesterday", "-5", "1e9", "", "99999999999999999999", "2026-13-01T00:00:00Z"] {
+        for bad in [
+            "yesterday",
+            "-5",
+            "1e9",
+            "",
+            "99999999999999999999",
+            "2026-13-01T00:00:00Z",
+        ] {
             let p = Params::parse(&format!("from={bad}"), &["from"]).unwrap();
             assert!(p.time("from").is_err(), "{bad:?}");
         }

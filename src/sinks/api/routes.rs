@@ -208,7 +208,10 @@ pub fn handle(state: &ApiState, req: Request<'_>) -> (Option<Route>, Response) {
         return (None, error(StatusCode::PAYLOAD_TOO_LARGE, message));
     }
     let Some((route, raw_id)) = Route::of(req.path) else {
-        let message = format!("no route {} {}; the routes are listed at /openapi.json", req.method, req.path);
+        let message = format!(
+            "no route {} {}; the routes are listed at /openapi.json",
+            req.method, req.path
+        );
         return (None, error(StatusCode::NOT_FOUND, message));
     };
     if *req.method == Method::OPTIONS {
@@ -322,9 +325,7 @@ pub fn openapi() -> Response {
 fn item(summary: &crate::sinks::store::StationSummary) -> StationItem {
     let f = summary.features.as_deref();
     let p = summary.prediction.as_deref();
-    let mean = |pick: fn(&WindowFeatures) -> Option<&crate::schema::VariableStats>| {
-        f.and_then(pick).map(|s| s.mean)
-    };
+    let mean = |pick: fn(&WindowFeatures) -> Option<&crate::schema::VariableStats>| f.and_then(pick).map(|s| s.mean);
     StationItem {
         station_id: summary.station_id.to_string(),
         window_end: f.map(|f| format_rfc3339(f.window_end)),

@@ -68,9 +68,7 @@ impl Answer {
 }
 
 fn call(state: &ApiState, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let mut request = warp::test::request().method(method).path(path);
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -174,7 +172,11 @@ fn bad_input_is_a_4xx_with_a_json_error() {
         ("/features/berlin/history?limit=10001", StatusCode::BAD_REQUEST, "limit"),
         ("/features/berlin/history?limit=x", StatusCode::BAD_REQUEST, "limit"),
         ("/features/berlin/history?lmit=3", StatusCode::BAD_REQUEST, "lmit"),
-        ("/features/berlin/history?limit=1&limit=2", StatusCode::BAD_REQUEST, "twice"),
+        (
+            "/features/berlin/history?limit=1&limit=2",
+            StatusCode::BAD_REQUEST,
+            "twice",
+        ),
         (
             "/predictions/berlin/history?from=2026-11-21T00:00:00Z&to=2026-11-20T00:00:00Z",
             StatusCode::BAD_REQUEST,
@@ -259,7 +261,13 @@ fn the_openapi_document_lists_exactly_the_routes() {
             assert!(op["responses"]["400"].is_object(), "{path}: 400 not documented");
         }
     }
-    for schema in ["Prediction", "WindowFeatures", "ErrorBody", "StationList", "AnomalyFeed"] {
+    for schema in [
+        "Prediction",
+        "WindowFeatures",
+        "ErrorBody",
+        "StationList",
+        "AnomalyFeed",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
     }
 }

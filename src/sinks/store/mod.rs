@@ -23,7 +23,7 @@
 pub mod sink;
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -221,9 +221,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn shard_of(station: &str) -> usize {
-    let mut h = FxBuildHasher.build_hasher();
-    station.hash(&mut h);
-    (h.finish() % SHARDS as u64) as usize
+    (FxBuildHasher.hash_one(station) % SHARDS as u64) as usize
 }
 
 impl Store {
@@ -324,12 +322,7 @@ impl Store {
         self.records.fetch_sub(removed, Relaxed);
         let newest = self.newest_end.fetch_max(newest, Relaxed).max(newest);
         let swept = self.swept_at.load(Relaxed);
-        if newest >= swept + SWEEP_EVERY_MS
-            && self
-                .swept_at
-                .compare_exchange(swept, newest, Relaxed, Relaxed)
-                .is_ok()
-        {
+        if newest >= swept + SWEEP_EVERY_MS && self.swept_at.compare_exchange(swept, newest, Relaxed, Relaxed).is_ok() {
             self.sweep(newest);
         }
     }
@@ -468,7 +461,11 @@ pub(crate) mod tests {
             anomaly: AnomalyRecord {
                 score: if anomalous { 0.9 } else { 0.1 },
                 is_anomaly: anomalous,
-                reasons: if anomalous { vec!["temperature jump".into()] } else { vec![] },
+                reasons: if anomalous {
+                    vec!["temperature jump".into()]
+                } else {
+                    vec![]
+                },
             },
             models: ModelVersions {
                 forecast: "v1".into(),
@@ -524,7 +521,11 @@ pub(crate) mod tests {
             store.insert_features([window("busy", T0 + m * MINUTE_MS, 1.0)]);
         }
         let h = store.features_history("busy", &all(1000)).unwrap();
-        assert_eq!(h.items.len(), 11, "window ends within 10 minutes of the newest, inclusive");
+        assert_eq!(
+            h.items.len(),
+            11,
+            "window ends within 10 minutes of the newest, inclusive"
+        );
         assert_eq!(store.latest_features("quiet").unwrap_err(), Missing::Station);
         assert_eq!((store.station_count(), store.record_count()), (1, 11));
         // Too old for the history: ignored rather than inserted and trimmed.

@@ -43,7 +43,12 @@ fn batch_sink<'s, T, P>(
 pub fn store_features_sink(windows: StreamVec<'_, u64, WindowFeatures>, store: Arc<Store>, routed: bool) {
     let insert = move |batch: std::vec::Drain<'_, WindowFeatures>| store.insert_features(batch);
     if routed {
-        batch_sink(windows, Exchange::new(|_: &WindowFeatures| API_WORKER), "StoreFeatures", insert);
+        batch_sink(
+            windows,
+            Exchange::new(|_: &WindowFeatures| API_WORKER),
+            "StoreFeatures",
+            insert,
+        );
     } else {
         batch_sink(windows, Pipeline, "StoreFeatures", insert);
     }
@@ -53,7 +58,12 @@ pub fn store_features_sink(windows: StreamVec<'_, u64, WindowFeatures>, store: A
 pub fn store_predictions_sink(predictions: StreamVec<'_, u64, Prediction>, store: Arc<Store>, routed: bool) {
     let insert = move |batch: std::vec::Drain<'_, Prediction>| store.insert_predictions(batch);
     if routed {
-        batch_sink(predictions, Exchange::new(|_: &Prediction| API_WORKER), "StorePredictions", insert);
+        batch_sink(
+            predictions,
+            Exchange::new(|_: &Prediction| API_WORKER),
+            "StorePredictions",
+            insert,
+        );
     } else {
         batch_sink(predictions, Pipeline, "StorePredictions", insert);
     }
