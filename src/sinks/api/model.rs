@@ -113,8 +113,7 @@ pub struct FeaturesHistory {
     /// More windows matched than `limit`; the oldest were left out.
     pub truncated: bool,
     /// Windows in ascending window end.
-    #[schema(value_type = Vec<WindowFeatures>)]
-    pub items: Vec<Arc<WindowFeatures>>,
+    pub items: Vec<WindowFeatures>,
 }
 
 /// A station's predictions over a time range.
@@ -127,8 +126,7 @@ pub struct PredictionsHistory {
     /// More predictions matched than `limit`; the oldest were left out.
     pub truncated: bool,
     /// Predictions in ascending window end.
-    #[schema(value_type = Vec<Prediction>)]
-    pub items: Vec<Arc<Prediction>>,
+    pub items: Vec<Prediction>,
 }
 
 /// The newest anomalous predictions.

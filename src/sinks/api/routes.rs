@@ -323,20 +323,20 @@ pub fn openapi() -> Response {
 }
 
 fn item(summary: &crate::sinks::store::StationSummary) -> StationItem {
-    let f = summary.features.as_deref();
-    let p = summary.prediction.as_deref();
-    let mean = |pick: fn(&WindowFeatures) -> Option<&crate::schema::VariableStats>| f.and_then(pick).map(|s| s.mean);
+    let f = summary.features.as_ref();
+    let p = summary.prediction.as_ref();
+    let mean = |i: usize| f.and_then(|f| f.mean(i));
     StationItem {
         station_id: summary.station_id.to_string(),
-        window_end: f.map(|f| format_rfc3339(f.window_end)),
+        window_end: f.map(|f| format_rfc3339(f.end())),
         windows: summary.windows,
-        temperature: mean(|f| f.temperature.as_ref()),
-        humidity: mean(|f| f.humidity.as_ref()),
-        pressure: mean(|f| f.pressure.as_ref()),
-        wind_speed: mean(|f| f.wind_speed.as_ref()),
-        forecast_1h: p.map(|p| p.forecasts[0].temperature),
-        anomaly_score: p.map(|p| p.anomaly.score),
-        is_anomaly: p.map(|p| p.anomaly.is_anomaly),
+        temperature: mean(0),
+        humidity: mean(1),
+        pressure: mean(2),
+        wind_speed: mean(3),
+        forecast_1h: p.map(|p| p.first_forecast()),
+        anomaly_score: p.map(|p| p.anomaly().0),
+        is_anomaly: p.map(|p| p.anomaly().1),
     }
 }
 
@@ -364,22 +364,22 @@ pub fn stations(state: &ApiState, query: &str) -> Response {
 
 /// The newest prediction of a station.
 #[utoipa::path(get, path = "/predictions/{station_id}", tag = "predictions",
-    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)")),
+    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)", example = "st-00000")),
     responses((status = 200, body = Prediction), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub fn latest_prediction(state: &ApiState, id: &str) -> Response {
     match state.store.latest_prediction(id) {
-        Ok(p) => json(StatusCode::OK, &*p),
+        Ok(p) => json(StatusCode::OK, &p),
         Err(m) => missing(m, id, "predictions"),
     }
 }
 
 /// The newest window of a station.
 #[utoipa::path(get, path = "/features/{station_id}", tag = "features",
-    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)")),
+    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)", example = "st-00000")),
     responses((status = 200, body = WindowFeatures), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub fn latest_features(state: &ApiState, id: &str) -> Response {
     match state.store.latest_features(id) {
-        Ok(f) => json(StatusCode::OK, &*f),
+        Ok(f) => json(StatusCode::OK, &f),
         Err(m) => missing(m, id, "windows"),
     }
 }
@@ -405,7 +405,7 @@ fn range(query: &str) -> Result<Range, BadRequest> {
 
 /// A station's predictions with window end in [from, to], the newest `limit`, ascending.
 #[utoipa::path(get, path = "/predictions/{station_id}/history", tag = "predictions",
-    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)"), HistoryParams),
+    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)", example = "st-00000"), HistoryParams),
     responses((status = 200, body = PredictionsHistory), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub fn prediction_history(state: &ApiState, id: &str, query: &str) -> Response {
     let range = match range(query) {
@@ -428,7 +428,7 @@ pub fn prediction_history(state: &ApiState, id: &str, query: &str) -> Response {
 
 /// A station's windows with window end in [from, to], the newest `limit`, ascending.
 #[utoipa::path(get, path = "/features/{station_id}/history", tag = "features",
-    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)"), HistoryParams),
+    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)", example = "st-00000"), HistoryParams),
     responses((status = 200, body = FeaturesHistory), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub fn features_history(state: &ApiState, id: &str, query: &str) -> Response {
     let range = match range(query) {

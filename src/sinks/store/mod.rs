@@ -7,10 +7,11 @@
 //!
 //! **Why this shape.** Stations are spread over [`SHARDS`] `RwLock`ed hash maps, so a
 //! writer and a reader meet only when they touch the same shard, and a worker takes each
-//! shard's lock once per batch rather than once per record. Records are held as `Arc`s: a
-//! reader clones the handful it needs under the read lock and serialises them after
-//! releasing it, so no lock is ever held across I/O or an `await`, and the longest a
-//! reader can hold up a worker is the time to clone at most `limit` pointers.
+//! shard's lock once per batch rather than once per record. Records are held inline in a
+//! compact form ([`record`]): a reader copies the ones it needs under the read lock and
+//! rebuilds and serialises them after releasing it, so no lock is ever held across I/O or
+//! an `await`, and the longest a reader can hold up a worker is a copy of at most `limit`
+//! records (10,000 × ~250 bytes).
 //!
 //! **Idempotent.** Inserting is an upsert by (station, window end): the replays of an
 //! at-least-once source (a restarted pipeline, `serve` re-reading a topic) change nothing.
@@ -20,6 +21,7 @@
 //! newest; a station silent for longer than `history` (by the newest event time seen
 //! anywhere) is dropped by a sweep that runs once per hour of event time.
 
+mod record;
 pub mod sink;
 
 use std::collections::VecDeque;
@@ -30,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::schema::{MINUTE_MS, Prediction, WindowFeatures};
+pub use record::{StoredFeatures, StoredPrediction};
 
 /// Lock shards. More than the cores that could write at once, so workers rarely meet.
 pub const SHARDS: usize = 16;
@@ -54,29 +57,20 @@ impl Default for StoreConfig {
     }
 }
 
-/// A record the store can hold: keyed by station and window end.
-pub trait Record {
-    /// The station.
-    fn station(&self) -> &str;
-    /// The window end, epoch ms.
+/// A stored record: ordered by window end within its station.
+trait Timed {
     fn end(&self) -> u64;
 }
 
-impl Record for WindowFeatures {
-    fn station(&self) -> &str {
-        &self.station_id
-    }
+impl Timed for StoredFeatures {
     fn end(&self) -> u64 {
-        self.window_end
+        StoredFeatures::end(self)
     }
 }
 
-impl Record for Prediction {
-    fn station(&self) -> &str {
-        &self.station_id
-    }
+impl Timed for StoredPrediction {
     fn end(&self) -> u64 {
-        self.window_end
+        StoredPrediction::end(self)
     }
 }
 
@@ -105,7 +99,7 @@ pub struct Range {
 #[derive(Clone, Debug)]
 pub struct History<T> {
     /// Records in ascending window end.
-    pub items: Vec<Arc<T>>,
+    pub items: Vec<T>,
     /// More records matched than `limit`; the oldest were left out.
     pub truncated: bool,
 }
@@ -116,17 +110,17 @@ pub struct StationSummary {
     /// The station.
     pub station_id: Box<str>,
     /// Its newest window.
-    pub features: Option<Arc<WindowFeatures>>,
+    pub features: Option<StoredFeatures>,
     /// Its newest prediction.
-    pub prediction: Option<Arc<Prediction>>,
+    pub prediction: Option<StoredPrediction>,
     /// Windows held in its history.
     pub windows: usize,
 }
 
 #[derive(Debug, Default)]
 struct Station {
-    features: VecDeque<Arc<WindowFeatures>>,
-    predictions: VecDeque<Arc<Prediction>>,
+    features: VecDeque<StoredFeatures>,
+    predictions: VecDeque<StoredPrediction>,
 }
 
 impl Station {
@@ -147,16 +141,31 @@ impl Station {
     }
 }
 
-fn trim_front<T: Record>(records: &mut VecDeque<Arc<T>>, keep_from: u64) -> usize {
-    let n = records.partition_point(|r| r.end() < keep_from);
-    records.drain(..n);
+/// Drops records ending before `keep_from`. Only the front is looked at: records leave
+/// in the order they came, one or two per insert.
+fn trim_front<T: Timed>(records: &mut VecDeque<T>, keep_from: u64) -> usize {
+    let mut n = 0;
+    while records.front().is_some_and(|r| r.end() < keep_from) {
+        records.pop_front();
+        n += 1;
+    }
     n
 }
 
 /// Puts `record` in its place by window end, replacing an equal end. Returns true when
 /// the deque grew.
-fn upsert<T: Record>(records: &mut VecDeque<Arc<T>>, record: Arc<T>) -> bool {
+fn upsert<T: Timed>(records: &mut VecDeque<T>, record: T, bound: usize) -> bool {
     let end = record.end();
+    if records.len() == records.capacity() {
+        // Doubling, as usual, but never past the history's size: a full day would
+        // otherwise sit in a deque of 2,048 slots for 1,441 records, 42 % wasted.
+        let extra = records
+            .capacity()
+            .max(4)
+            .min(bound.saturating_sub(records.len()))
+            .max(1);
+        records.reserve_exact(extra);
+    }
     match records.back() {
         None => {}
         Some(last) if last.end() < end => {}
@@ -174,8 +183,8 @@ fn upsert<T: Record>(records: &mut VecDeque<Arc<T>>, record: Arc<T>) -> bool {
     true
 }
 
-/// Takes the newest `range.limit` records with window end in the range.
-fn select<T: Record>(records: &VecDeque<Arc<T>>, range: &Range) -> History<T> {
+/// Copies the newest `range.limit` records with window end in the range.
+fn select<T: Timed + Clone>(records: &VecDeque<T>, range: &Range) -> History<T> {
     let start = range.from.map_or(0, |from| records.partition_point(|r| r.end() < from));
     let stop = range
         .to
@@ -260,58 +269,66 @@ impl Store {
 
     /// Inserts a batch of windows.
     pub fn insert_features(&self, batch: impl IntoIterator<Item = WindowFeatures>) {
-        self.insert(batch, |s| &mut s.features);
+        let packed = batch.into_iter().map(|f| {
+            let stored = StoredFeatures::pack(&f);
+            (f.station_id, stored)
+        });
+        self.insert(packed, |s| &mut s.features);
     }
 
     /// Inserts a batch of predictions; the anomalous ones also enter the feed.
     pub fn insert_predictions(&self, batch: impl IntoIterator<Item = Prediction>) {
         let mut flagged = Vec::new();
-        self.insert(
-            batch.into_iter().map(|p| {
-                let p = Arc::new(p);
-                if p.anomaly.is_anomaly {
-                    flagged.push(p.clone());
-                }
-                p
-            }),
-            |s| &mut s.predictions,
-        );
+        let packed = batch.into_iter().map(|p| {
+            let stored = StoredPrediction::pack(&p);
+            let id = if p.anomaly.is_anomaly {
+                let id = p.station_id.clone();
+                flagged.push(Arc::new(p));
+                id
+            } else {
+                p.station_id
+            };
+            (id, stored)
+        });
+        self.insert(packed, |s| &mut s.predictions);
         if !flagged.is_empty() {
             self.push_anomalies(flagged);
         }
     }
 
-    fn insert<T: Record, R: Into<Arc<T>>>(
+    fn insert<T: Timed>(
         &self,
-        batch: impl IntoIterator<Item = R>,
-        deque: impl Fn(&mut Station) -> &mut VecDeque<Arc<T>>,
+        batch: impl IntoIterator<Item = (String, T)>,
+        deque: impl Fn(&mut Station) -> &mut VecDeque<T>,
     ) {
-        let mut by_shard: [Vec<Arc<T>>; SHARDS] = Default::default();
+        let mut by_shard: [Vec<(String, T)>; SHARDS] = Default::default();
         let mut newest = 0;
-        for record in batch {
-            let record: Arc<T> = record.into();
+        for (id, record) in batch {
             newest = newest.max(record.end());
-            by_shard[shard_of(record.station())].push(record);
+            by_shard[shard_of(&id)].push((id, record));
         }
         let (mut added, mut removed, mut new_stations) = (0u64, 0u64, 0u64);
+        // One record per station-minute fills a history of `history` minutes (+1: both
+        // ends of the span are kept).
+        let bound = (self.config.history_ms / MINUTE_MS) as usize + 1;
         for (shard, records) in self.shards.iter().zip(by_shard) {
             if records.is_empty() {
                 continue;
             }
             let mut shard = write(shard);
-            for record in records {
-                let station = match shard.get_mut(record.station()) {
+            for (id, record) in records {
+                let station = match shard.get_mut(id.as_str()) {
                     Some(s) => s,
                     None => {
                         new_stations += 1;
-                        shard.entry(record.station().into()).or_default()
+                        shard.entry(id.into_boxed_str()).or_default()
                     }
                 };
                 // A record older than the station's history would be trimmed at once.
                 if record.end() + self.config.history_ms < station.newest_end() {
                     continue;
                 }
-                if upsert(deque(station), record) {
+                if upsert(deque(station), record, bound) {
                     added += 1;
                 }
                 removed += station.trim(self.config.history_ms) as u64;
@@ -349,13 +366,13 @@ impl Store {
     fn push_anomalies(&self, flagged: Vec<Arc<Prediction>>) {
         let mut feed = lock(&self.anomalies);
         for p in flagged {
-            let end = p.end();
-            if feed.len() >= self.config.anomaly_capacity && feed.front().is_some_and(|f| f.end() > end) {
+            let end = p.window_end;
+            if feed.len() >= self.config.anomaly_capacity && feed.front().is_some_and(|f| f.window_end > end) {
                 continue; // older than everything a full feed keeps
             }
             // Same end and station: a replay; replace it. Scan only the entries of that end.
-            let start = feed.partition_point(|f| f.end() < end);
-            let stop = feed.partition_point(|f| f.end() <= end);
+            let start = feed.partition_point(|f| f.window_end < end);
+            let stop = feed.partition_point(|f| f.window_end <= end);
             match (start..stop).find(|&i| feed[i].station_id == p.station_id) {
                 Some(i) => feed[i] = p,
                 None => feed.insert(stop, p),
@@ -371,30 +388,43 @@ impl Store {
         shard.get(id).ok_or(Missing::Station).and_then(f)
     }
 
+    // Readers copy the compact records out under the lock and rebuild the wire records
+    // after releasing it.
+
     /// The newest window of a station.
-    pub fn latest_features(&self, id: &str) -> Result<Arc<WindowFeatures>, Missing> {
-        self.with_station(id, |s| s.features.back().cloned().ok_or(Missing::Record))
+    pub fn latest_features(&self, id: &str) -> Result<WindowFeatures, Missing> {
+        let stored = self.with_station(id, |s| s.features.back().copied().ok_or(Missing::Record))?;
+        Ok(stored.unpack(id))
     }
 
     /// The newest prediction of a station.
-    pub fn latest_prediction(&self, id: &str) -> Result<Arc<Prediction>, Missing> {
-        self.with_station(id, |s| s.predictions.back().cloned().ok_or(Missing::Record))
+    pub fn latest_prediction(&self, id: &str) -> Result<Prediction, Missing> {
+        let stored = self.with_station(id, |s| s.predictions.back().cloned().ok_or(Missing::Record))?;
+        Ok(stored.unpack(id))
     }
 
     /// A station's windows in `range`.
     pub fn features_history(&self, id: &str, range: &Range) -> Result<History<WindowFeatures>, Missing> {
-        self.with_station(id, |s| Ok(select(&s.features, range)))
+        let h = self.with_station(id, |s| Ok(select(&s.features, range)))?;
+        Ok(History {
+            items: h.items.iter().map(|f| f.unpack(id)).collect(),
+            truncated: h.truncated,
+        })
     }
 
     /// A station's predictions in `range`.
     pub fn predictions_history(&self, id: &str, range: &Range) -> Result<History<Prediction>, Missing> {
-        self.with_station(id, |s| Ok(select(&s.predictions, range)))
+        let h = self.with_station(id, |s| Ok(select(&s.predictions, range)))?;
+        Ok(History {
+            items: h.items.iter().map(|p| p.unpack(id)).collect(),
+            truncated: h.truncated,
+        })
     }
 
     /// The newest anomalies with window end after `since`, newest first.
     pub fn anomalies(&self, since: Option<u64>, limit: usize) -> Vec<Arc<Prediction>> {
         let feed = lock(&self.anomalies);
-        let after = since.map_or(0, |s| feed.partition_point(|p| p.end() <= s));
+        let after = since.map_or(0, |s| feed.partition_point(|p| p.window_end <= s));
         feed.range(after..).rev().take(limit).cloned().collect()
     }
 
@@ -406,7 +436,7 @@ impl Store {
             let shard = read(shard);
             all.extend(shard.iter().map(|(id, s)| StationSummary {
                 station_id: id.clone(),
-                features: s.features.back().cloned(),
+                features: s.features.back().copied(),
                 prediction: s.predictions.back().cloned(),
                 windows: s.features.len(),
             }));
@@ -564,5 +594,6 @@ pub(crate) mod tests {
         let ids: Vec<&str> = list.iter().map(|s| &*s.station_id).collect();
         assert_eq!(ids, ["a", "b"]);
         assert!(list[0].prediction.is_some() && list[1].prediction.is_none());
+        assert_eq!(list[1].features.map(|f| f.end()), Some(T0));
     }
 }
