@@ -20,7 +20,7 @@ mod timestamp;
 pub use features::{Trend, VariableStats, WindowFeatures};
 pub use json::parse_json;
 pub use prediction::{AnomalyRecord, ForecastRecord, ModelVersions, Prediction, round3};
-pub use timestamp::{MAX_EPOCH_MS, MINUTE_MS, floor_minute, format_rfc3339, parse_rfc3339};
+pub use timestamp::{MAX_EPOCH_MS, MINUTE_MS, floor_minute, format_rfc3339, parse_rfc3339, parse_rfc3339_clamped};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};

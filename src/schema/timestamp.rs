@@ -70,6 +70,18 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
 
 /// [`parse_rfc3339`] on raw bytes, for parsers that have not built a `str`.
 pub fn parse_rfc3339_bytes(b: &[u8]) -> Option<u64> {
+    let ms = u64::try_from(parse_rfc3339_signed(b)?).ok()?;
+    (ms <= MAX_EPOCH_MS).then_some(ms)
+}
+
+/// Parses an RFC 3339 time into epoch ms, clamping times before 1970 to 0. For query
+/// bounds, where "since 1900" simply means "since the beginning".
+pub fn parse_rfc3339_clamped(text: &str) -> Option<u64> {
+    parse_rfc3339_signed(text.as_bytes()).map(|ms| ms.clamp(0, MAX_EPOCH_MS as i64) as u64)
+}
+
+/// The parser proper: signed epoch ms, so callers choose what a pre-1970 time means.
+fn parse_rfc3339_signed(b: &[u8]) -> Option<i64> {
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
     }
@@ -119,9 +131,7 @@ pub fn parse_rfc3339_bytes(b: &[u8]) -> Option<u64> {
     let days = days_from_civil(year, month, day);
     let seconds =
         days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second) - offset_minutes * 60;
-    let ms = seconds.checked_mul(1000)?.checked_add(i64::from(millis))?;
-    let ms = u64::try_from(ms).ok()?;
-    (ms <= MAX_EPOCH_MS).then_some(ms)
+    seconds.checked_mul(1000)?.checked_add(i64::from(millis))
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC, with milliseconds only when non-zero

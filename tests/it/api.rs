@@ -395,3 +395,74 @@ fn serve_rebuilds_the_same_answers_from_the_broker() {
     );
     pipeline.finish();
 }
+
+/// schemathesis, when installed (`.ci/run` installs it; `SCHEMATHESIS` may point at it).
+fn schemathesis() -> Option<PathBuf> {
+    let path = std::env::var_os("SCHEMATHESIS").map(PathBuf::from).or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        Some(PathBuf::from(home).join(".cache/weatherflow/schemathesis-venv/bin/schemathesis"))
+    })?;
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "CI=true but schemathesis is missing at {}: .ci/run installs it",
+            path.display()
+        );
+    }
+    eprintln!("skipping: no schemathesis (scripts/fuzz-api.sh installs it into ~/.cache/weatherflow)");
+    None
+}
+
+#[test]
+fn schemathesis_finds_no_5xx_and_no_schema_violation() {
+    let Some(bin) = schemathesis() else { return };
+    let args = [
+        "-w",
+        "2",
+        "--stations",
+        "10",
+        "--events",
+        "60000",
+        "--speed",
+        "max",
+        "--start",
+        "2026-11-20T00:00:00Z",
+        "--linger",
+    ]
+    .map(String::from);
+    let pipeline = Pipeline::start(&args);
+    let port = pipeline.port;
+    until(port, "/ready", Duration::from_secs(60), |a| {
+        a.status == 200 && a.json()["input_complete"] == true
+    });
+    let report = artifact("schemathesis");
+    let child = Command::new(bin)
+        .args(["run", &format!("http://127.0.0.1:{port}/openapi.json")])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "100",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+        ])
+        .args(["--no-color", "--report", "junit", "--report-dir"])
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("schemathesis starts");
+    let output = wait(child, Duration::from_secs(600));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("No issues found"), "{text}");
+    pipeline.finish();
+}

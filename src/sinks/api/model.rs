@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOf, OneOfBuilder, Schema, SchemaFormat, Type};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::schema::{Prediction, WindowFeatures};
+use crate::schema::{MAX_EPOCH_MS, Prediction, WindowFeatures};
 
 /// An error: every non-2xx JSON answer has this shape.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -139,14 +140,35 @@ pub struct AnomalyFeed {
     pub items: Vec<Arc<Prediction>>,
 }
 
+/// The schema of a time parameter: an RFC 3339 time or epoch milliseconds.
+fn time_param() -> Schema {
+    let one_of: OneOf = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(MAX_EPOCH_MS as f64)),
+        )
+        .description(Some("An RFC 3339 time (2026-11-20T12:00:00Z) or epoch milliseconds"))
+        .build();
+    Schema::OneOf(one_of)
+}
+
 /// Query of the history routes.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents the parameters; `query::Params` parses them
 pub struct HistoryParams {
     /// Smallest window end, inclusive: RFC 3339 or epoch milliseconds.
+    #[param(schema_with = time_param)]
     from: Option<String>,
     /// Largest window end, inclusive: RFC 3339 or epoch milliseconds.
+    #[param(schema_with = time_param)]
     to: Option<String>,
     /// Most records returned (the newest of the range); default 1000.
     #[param(minimum = 1, maximum = 10000)]
@@ -159,6 +181,7 @@ pub struct HistoryParams {
 #[allow(dead_code)] // documents the parameters; `query::Params` parses them
 pub struct AnomalyParams {
     /// Only anomalies with a window end after this: RFC 3339 or epoch milliseconds.
+    #[param(schema_with = time_param)]
     since: Option<String>,
     /// Most anomalies returned; default 100.
     #[param(minimum = 1, maximum = 1000)]

@@ -7,7 +7,7 @@
 
 use percent_encoding::percent_decode_str;
 
-use crate::schema::{MAX_EPOCH_MS, parse_rfc3339};
+use crate::schema::{MAX_EPOCH_MS, parse_rfc3339_clamped};
 
 /// Longest station id, bytes (DESIGN §3).
 pub const MAX_STATION_ID: usize = 64;
@@ -78,7 +78,7 @@ impl Params {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
-    /// A time: RFC 3339, or an integer of epoch milliseconds.
+    /// A time: RFC 3339 (before 1970 counts as 1970), or an integer of epoch milliseconds.
     pub fn time(&self, name: &str) -> Result<Option<u64>, BadRequest> {
         let Some(text) = self.get(name) else {
             return Ok(None);
@@ -87,7 +87,7 @@ impl Params {
         let parsed = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             text.parse::<u64>().ok().filter(|ms| *ms <= MAX_EPOCH_MS)
         } else {
-            parse_rfc3339(text)
+            parse_rfc3339_clamped(text)
         };
         parsed.map(Some).ok_or_else(|| {
             bad(format!(

@@ -384,21 +384,13 @@ pub fn latest_features(state: &ApiState, id: &str) -> Response {
     }
 }
 
+/// The range of a history query. `from` after `to` is an empty range, not an error: it
+/// is a well-formed question whose answer is "nothing".
 fn range(query: &str) -> Result<Range, BadRequest> {
     let p = Params::parse(query, &["from", "to", "limit"])?;
-    let (from, to) = (p.time("from")?, p.time("to")?);
-    if let (Some(from), Some(to)) = (from, to)
-        && from > to
-    {
-        return Err(BadRequest(format!(
-            "from ({}) is after to ({})",
-            format_rfc3339(from),
-            format_rfc3339(to)
-        )));
-    }
     Ok(Range {
-        from,
-        to,
+        from: p.time("from")?,
+        to: p.time("to")?,
         limit: p.limit("limit", HISTORY_DEFAULT, HISTORY_MAX)?,
     })
 }

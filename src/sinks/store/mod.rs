@@ -190,7 +190,7 @@ fn select<T: Timed + Clone>(records: &VecDeque<T>, range: &Range) -> History<T> 
         .to
         .map_or(records.len(), |to| records.partition_point(|r| r.end() <= to));
     let matched = stop.saturating_sub(start);
-    let first = stop - matched.min(range.limit);
+    let first = stop.saturating_sub(matched.min(range.limit));
     History {
         items: records.range(first..stop).cloned().collect(),
         truncated: matched > range.limit,
