@@ -466,3 +466,71 @@ fn schemathesis_finds_no_5xx_and_no_schema_violation() {
     assert!(text.contains("No issues found"), "{text}");
     pipeline.finish();
 }
+
+#[test]
+fn a_two_process_cluster_serves_every_station_from_process_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hostfile");
+    let job = [
+        "--stations",
+        "10",
+        "--events",
+        "12000",
+        "--speed",
+        "max",
+        "--start",
+        "2026-11-20T00:00:00Z",
+        "--linger",
+    ]
+    .map(String::from);
+    // The reference: one process, one worker, same input.
+    let single = Pipeline::start(&job);
+    until(single.port, "/ready", Duration::from_secs(120), |a| {
+        a.json()["input_complete"] == true
+    });
+    let port = free_port();
+    let processes: Vec<_> = (0..2)
+        .map(|p| {
+            let mut args = job.to_vec();
+            args.extend(
+                [
+                    "-n",
+                    "2",
+                    "-p",
+                    &p.to_string(),
+                    "-w",
+                    "2",
+                    "-h",
+                    &crate::common::arg(&hostfile),
+                    "--api",
+                    &format!("127.0.0.1:{port}"),
+                ]
+                .map(String::from),
+            );
+            crate::common::spawn(&args)
+        })
+        .collect();
+    until(port, "/ready", Duration::from_secs(120), |a| {
+        a.status == 200 && a.json()["input_complete"] == true
+    });
+    let expected = get(single.port, "/stations").json();
+    assert_eq!(expected["count"], 10);
+    assert_eq!(get(port, "/stations").json(), expected, "process 0 holds every station");
+    for station in expected["stations"].as_array().unwrap() {
+        let id = station["station_id"].as_str().unwrap();
+        assert_eq!(station_answers(port, id), station_answers(single.port, id), "{id}");
+    }
+    single.finish();
+    let pids: Vec<String> = processes.iter().map(|c| c.id().to_string()).collect();
+    // Process 1 has finished with its input; process 0 lingers until SIGTERM.
+    let _ = Command::new("kill").arg("-TERM").args(&pids).status();
+    for child in processes {
+        let out = wait(child, Duration::from_secs(60));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

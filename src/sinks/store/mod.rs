@@ -280,15 +280,10 @@ impl Store {
     pub fn insert_predictions(&self, batch: impl IntoIterator<Item = Prediction>) {
         let mut flagged = Vec::new();
         let packed = batch.into_iter().map(|p| {
-            let stored = StoredPrediction::pack(&p);
-            let id = if p.anomaly.is_anomaly {
-                let id = p.station_id.clone();
-                flagged.push(Arc::new(p));
-                id
-            } else {
-                p.station_id
-            };
-            (id, stored)
+            if p.anomaly.is_anomaly {
+                flagged.push(Arc::new(p.clone()));
+            }
+            StoredPrediction::pack(p)
         });
         self.insert(packed, |s| &mut s.predictions);
         if !flagged.is_empty() {

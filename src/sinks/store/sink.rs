@@ -19,8 +19,9 @@ use crate::schema::{Prediction, WindowFeatures};
 /// Where a cluster's rows go: global worker 0, in process 0.
 const API_WORKER: u64 = 0;
 
-/// Collects each activation's records and hands them to `insert` in one batch, so the
-/// store takes each shard lock once per batch.
+/// Hands each message's records to `insert` as one batch (timely messages hold up to
+/// about a thousand records), so the store takes each shard lock once per batch, and the
+/// records move straight from the message into the store's compact form.
 fn batch_sink<'s, T, P>(
     stream: StreamVec<'s, u64, T>,
     pact: P,
@@ -30,12 +31,8 @@ fn batch_sink<'s, T, P>(
     T: Clone + 'static,
     P: ParallelizationContract<u64, Vec<T>>,
 {
-    let mut batch = Vec::new();
     stream.sink(pact, name, move |(input, _frontier)| {
-        input.for_each(|_cap, data| batch.append(data));
-        if !batch.is_empty() {
-            insert(batch.drain(..));
-        }
+        input.for_each(|_cap, data| insert(data.drain(..)));
     });
 }
 
