@@ -1,14 +1,16 @@
 //! weatherflow: live weather features on timely and differential dataflow.
 //!
 //! ```text
-//! generator ─┐
-//! file ──────┼─► sources ─► dataflow (panes → windows → trends) ─► sinks (JSONL file, …)
+//! generator ─┐                                                        ┌─► JSONL files, Kafka
+//! file ──────┼─► sources ─► dataflow (panes → windows → trends → ML) ─┤
+//! kafka ─────┘                                                        └─► store ─► REST API, dashboard
 //! ```
 //!
 //! - [`schema`]: the message contracts: parsing and validating readings, the features type.
 //! - [`sources`]: the generator and file replay; both drive the event-time watermark.
 //! - [`dataflow`]: incremental 5-minute windows sliding every minute, in differential.
-//! - [`sinks`]: where emitted windows go.
+//! - [`sinks`]: where emitted windows go: files, Kafka, and the store behind the REST API.
+//! - [`serve`]: `weatherflow serve`, the same API fed from the Kafka output topics.
 //! - [`config`]: the command line, validated once into a typed [`config::Config`].
 //! - [`run`]: starts the timely workers, reports progress, shuts down cleanly.
 //! - [`metrics`]: counters shared by workers and the progress reporter.

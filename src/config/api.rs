@@ -30,7 +30,7 @@ pub struct ApiArgs {
     #[arg(long, env = "WEATHERFLOW_NO_API")]
     pub no_api: bool,
     /// Event time of windows and predictions kept per station for the history routes.
-    /// Memory grows with stations × history: about 1.1 KiB per station-minute with ML.
+    /// Memory grows with stations × history: about 0.4 KiB per station-minute with ML.
     #[arg(long, env = "WEATHERFLOW_HISTORY", default_value = "24h", value_parser = parse_duration)]
     pub history: Duration,
     /// Anomalies kept for `GET /anomalies`.
