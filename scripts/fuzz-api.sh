@@ -36,5 +36,5 @@ done
 curl -sf "http://127.0.0.1:$PORT/ready" | grep -q '"input_complete":true' || { echo "pipeline not ready" >&2; exit 1; }
 
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
-  --checks all --max-examples "$EXAMPLES" --seed 1 --workers 2 \
+  --checks all --max-examples "$EXAMPLES" --seed 1 --workers 2 --generation-codec ascii \
   --report junit --report-dir "$OUT" --no-color

@@ -6,20 +6,21 @@
 //! [`Config`] is what the rest of the program may rely on.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::kafka::{KafkaSettings, Topics, parse_option};
-use crate::schema::{floor_minute, parse_rfc3339};
 use crate::sources::generator::{GeneratorConfig, Speed};
 use crate::sources::kafka::{KafkaSourceConfig, StartOffset};
 
 mod api;
+mod generator;
 mod ml;
 mod produce;
 
 pub use api::{ApiArgs, ApiConfig, AttributionConfig, AttributionKind, ServeArgs, ServeConfig};
+pub use generator::{GenerateArgs, GeneratorArgs};
 pub use ml::{EvaluateArgs, TrainArgs};
 pub use produce::{ProduceArgs, ProduceConfig, ProduceFrom, ProduceInput};
 
@@ -296,93 +297,6 @@ pub struct RunArgs {
     pub commit_interval: Duration,
 }
 
-/// Flags of the built-in generator, shared by `run` and `generate`.
-#[derive(Clone, Debug, Args)]
-pub struct GeneratorArgs {
-    /// Generator: number of stations.
-    #[arg(long, env = "WEATHERFLOW_STATIONS", default_value_t = 100)]
-    pub stations: u64,
-    /// Generator: seed of all random streams; the same seed gives the same readings.
-    #[arg(long, env = "WEATHERFLOW_SEED", default_value_t = 42)]
-    pub seed: u64,
-    /// Generator: stop after this many readings (over all workers). Default: run until Ctrl-C.
-    #[arg(long, env = "WEATHERFLOW_EVENTS")]
-    pub events: Option<u64>,
-    /// Generator: event time of the first reading (RFC 3339). Default: now, to the minute.
-    #[arg(long, env = "WEATHERFLOW_START")]
-    pub start: Option<String>,
-    /// Generator: time between two readings of one station.
-    #[arg(long, env = "WEATHERFLOW_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub interval: Duration,
-    /// Generator: do not inject faults (spikes, stuck sensors, bad values, duplicates, late re-deliveries).
-    #[arg(long, env = "WEATHERFLOW_NO_FAULTS")]
-    pub no_faults: bool,
-}
-
-impl GeneratorArgs {
-    /// Validates the generator flags.
-    pub fn into_config(self, speed: Speed) -> Result<GeneratorConfig, ConfigError> {
-        if self.stations == 0 {
-            return Err(invalid("--stations", "must be at least 1"));
-        }
-        let interval_ms = self.interval.as_millis() as u64;
-        if interval_ms == 0 {
-            return Err(invalid("--interval", "must be at least 1ms"));
-        }
-        let start_ms = match &self.start {
-            Some(text) => {
-                parse_rfc3339(text).ok_or_else(|| invalid("--start", format!("{text:?} is not an RFC 3339 time")))?
-            }
-            None => floor_minute(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-            ),
-        };
-        Ok(GeneratorConfig {
-            stations: self.stations,
-            seed: self.seed,
-            speed,
-            events: self.events,
-            start_ms,
-            interval_ms,
-            faults: !self.no_faults,
-        })
-    }
-}
-
-/// Flags of `weatherflow generate`.
-#[derive(Clone, Debug, Args)]
-pub struct GenerateArgs {
-    /// Generator settings.
-    #[command(flatten)]
-    pub generator: GeneratorArgs,
-    /// Event time to cover per station (e.g. `24h`); sets `--events` to stations × duration / interval.
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// The weather-raw JSONL file to write.
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Log format. Filter with RUST_LOG (default `info`).
-    #[arg(long, value_enum, env = "WEATHERFLOW_LOG_FORMAT", default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-}
-
-impl GenerateArgs {
-    /// Validates the flags: the generator settings, with a bounded number of readings.
-    pub fn into_config(self) -> Result<(GeneratorConfig, PathBuf), ConfigError> {
-        let mut cfg = self.generator.into_config(Speed::Max)?;
-        if let Some(d) = self.duration {
-            let steps = d.as_millis() as u64 / cfg.interval_ms;
-            cfg.events = Some(cfg.events.map_or(steps * cfg.stations, |e| e.min(steps * cfg.stations)));
-        }
-        if cfg.events.is_none() {
-            return Err(invalid("--events", "generate needs --events or --duration"));
-        }
-        Ok((cfg, self.output))
-    }
-}
-
 /// The shape of the timely cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cluster {
@@ -615,190 +529,4 @@ impl SourceConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
-        let run = match cli.command {
-            Some(Command::Run(run)) => run,
-            Some(_) => return Err("not a run command".into()),
-            None => cli.run,
-        };
-        run.into_config().map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn kafka_flags() {
-        let err = parse(&["weatherflow", "--source", "kafka"]).unwrap_err();
-        assert!(err.contains("--brokers"), "{err}");
-        let c = parse(&[
-            "weatherflow",
-            "--source",
-            "kafka",
-            "--brokers",
-            "h:9092",
-            "--kafka-option",
-            "security.protocol=SSL",
-            "--from-latest",
-            "--idle-timeout",
-            "2s",
-        ])
-        .unwrap();
-        let kafka = c.kafka.unwrap();
-        assert_eq!(kafka.brokers, "h:9092");
-        assert_eq!(kafka.options, vec![("security.protocol".into(), "SSL".into())]);
-        assert_eq!(kafka.topics, Topics::default());
-        match c.source {
-            SourceConfig::Kafka(k) => {
-                assert_eq!(k.start, StartOffset::Latest);
-                assert_eq!(k.idle_timeout, Duration::from_secs(2));
-                assert_eq!(k.group, "weatherflow");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(parse(&["weatherflow", "--from-latest", "--from-beginning"]).is_err());
-        assert!(parse(&["weatherflow", "--brokers", "h:1", "--topic", "bad topic"]).is_err());
-        assert!(parse(&["weatherflow", "--kafka-option", "novalue"]).is_err());
-        // Brokers with the generator: features go to Kafka, the source stays.
-        let c = parse(&["weatherflow", "--brokers", "h:1"]).unwrap();
-        assert!(c.kafka.is_some() && matches!(c.source, SourceConfig::Generator(_)));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-    }
-
-    #[test]
-    fn run_is_the_default_and_timely_flags_keep_their_meaning() {
-        let c = parse(&["weatherflow", "-w", "4"]).unwrap();
-        assert_eq!(c.cluster.workers, 4);
-        assert!(matches!(
-            c.source,
-            SourceConfig::Generator(GeneratorConfig {
-                speed: Speed::Factor(60.0),
-                stations: 100,
-                ..
-            })
-        ));
-        assert_eq!(c.lateness_ms, 10_000);
-        let c = parse(&[
-            "weatherflow",
-            "run",
-            "-w",
-            "2",
-            "--source",
-            "file",
-            "--input",
-            "x.jsonl",
-            "--output",
-            "y.jsonl",
-        ])
-        .unwrap();
-        assert_eq!(
-            c.source,
-            SourceConfig::File {
-                inputs: vec!["x.jsonl".into()],
-                chunk_bytes: 4 << 20
-            }
-        );
-        let c = parse(&[
-            "weatherflow",
-            "-n",
-            "2",
-            "-p",
-            "1",
-            "-w",
-            "2",
-            "--output",
-            "out-{process}.jsonl",
-        ])
-        .unwrap();
-        assert_eq!(c.cluster.addresses, vec!["localhost:2101", "localhost:2102"]);
-        assert_eq!(c.output, Some(PathBuf::from("out-1.jsonl")));
-        let c = parse(&[
-            "weatherflow",
-            "--speed",
-            "max",
-            "--start",
-            "2026-11-20T00:00:00Z",
-            "--lateness",
-            "30s",
-        ])
-        .unwrap();
-        assert!(matches!(
-            c.source,
-            SourceConfig::Generator(GeneratorConfig {
-                speed: Speed::Max,
-                start_ms: 1_795_132_800_000,
-                ..
-            })
-        ));
-        assert_eq!(c.lateness_ms, 30_000);
-    }
-
-    #[test]
-    fn rejects_nonsense_with_the_flag_named() {
-        for (args, flag) in [
-            (&["weatherflow", "-w", "0"][..], "--workers"),
-            (&["weatherflow", "-n", "2", "-p", "2"], "--process"),
-            (&["weatherflow", "--source", "file"], "--input"),
-            (&["weatherflow", "--stations", "0"], "--stations"),
-            (&["weatherflow", "-n", "2", "--output", "x.jsonl"], "--output"),
-            (&["weatherflow", "--start", "noon"], "--start"),
-        ] {
-            let err = parse(args).unwrap_err();
-            assert!(err.contains(flag), "{args:?}: {err}");
-        }
-        assert!(parse(&["weatherflow", "--speed", "fast"]).is_err());
-        assert!(parse(&["weatherflow", "--speed", "-1"]).is_err());
-        assert!(parse(&["weatherflow", "--bogus"]).is_err());
-    }
-
-    #[test]
-    fn generate_needs_a_bound_and_derives_events_from_duration() {
-        let generate = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
-            Ok(Some(Command::Generate(g))) => g.into_config().map_err(|e| e.to_string()),
-            other => Err(format!("{other:?}")),
-        };
-        let (cfg, path) = generate(&[
-            "weatherflow",
-            "generate",
-            "--stations",
-            "1000",
-            "--duration",
-            "24h",
-            "--output",
-            "x",
-        ])
-        .unwrap();
-        assert_eq!(
-            (cfg.events, cfg.interval_ms, cfg.faults),
-            (Some(8_640_000), 10_000, true)
-        );
-        assert_eq!(path, PathBuf::from("x"));
-        assert!(
-            generate(&["weatherflow", "generate", "--output", "x"])
-                .unwrap_err()
-                .contains("--events")
-        );
-        let (cfg, _) = generate(&[
-            "weatherflow",
-            "generate",
-            "--events",
-            "5",
-            "--no-faults",
-            "--output",
-            "x",
-        ])
-        .unwrap();
-        assert_eq!((cfg.events, cfg.faults), (Some(5), false));
-    }
-}
+mod tests;

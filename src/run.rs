@@ -59,7 +59,7 @@ pub enum RunError {
     #[error(transparent)]
     Api(#[from] ApiError),
     /// The models could not be loaded.
-    #[error("cannot load models: {0} (train with `weatherflow train`, or run with --no-ml)")]
+    #[error("cannot load models (train with `weatherflow train`, or run with --no-ml)")]
     Models(#[from] MlError),
     /// Records were still unacknowledged when the run had to end.
     #[error("kafka: {0} records not acknowledged by the broker within {DRAIN_TIMEOUT:?}")]

@@ -127,103 +127,11 @@ struct Part {
 /// Runs `serve` until `stop` is set.
 pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<ServeSummary, ServeError> {
     let started = Instant::now();
-    let kafka = &config.kafka;
-    let topics = [kafka.topics.features.clone(), kafka.topics.predictions.clone()];
-    let created = kafka.ensure_topics(&[&topics[0], &topics[1]], DEFAULT_PARTITIONS, SETUP_TIMEOUT)?;
-    if !created.is_empty() {
-        tracing::info!(topics = ?created, "created output topics");
-    }
-    let mut client = kafka.client_config();
-    client
-        .set("group.id", "weatherflow-serve")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
-    kafka.apply_user_options(&mut client);
-    let consumer: BaseConsumer = client.create().map_err(|source| KafkaSetupError::Client {
-        what: "consumer",
-        brokers: kafka.brokers.clone(),
-        source: Box::new(source),
-    })?;
-    let request = |what: String| {
-        move |source| KafkaSetupError::Request {
-            what,
-            brokers: kafka.brokers.clone(),
-            source: Box::new(source),
-        }
-    };
-    let since_ms = now_ms().saturating_sub(config.api.store.history_ms);
-    let mut parts = Vec::new();
-    let mut assignment = TopicPartitionList::new();
-    for (kind, topic) in [Kind::Features, Kind::Predictions].into_iter().zip(&topics) {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), SETUP_TIMEOUT)
-            .map_err(request(format!("fetching metadata of {topic}")))?;
-        let ids: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if ids.is_empty() {
-            return Err(KafkaSetupError::NoTopic {
-                topic: topic.clone(),
-                brokers: kafka.brokers.clone(),
-            }
-            .into());
-        }
-        let mut times = TopicPartitionList::new();
-        for &id in &ids {
-            times
-                .add_partition_offset(topic, id, Offset::Offset(since_ms as i64))
-                .map_err(request(format!("planning {topic}")))?;
-        }
-        let starts = if config.from_beginning {
-            None
-        } else {
-            Some(
-                consumer
-                    .offsets_for_times(times, SETUP_TIMEOUT)
-                    .map_err(request(format!("finding offsets of {topic} by time")))?,
-            )
-        };
-        for id in ids {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, id, SETUP_TIMEOUT)
-                .map_err(request(format!("reading offsets of {topic}/{id}")))?;
-            // No message at or after the time: start at the end.
-            let start = match starts
-                .as_ref()
-                .and_then(|s| s.find_partition(topic, id))
-                .map(|e| e.offset())
-            {
-                None => low,
-                Some(Offset::Offset(o)) => o.max(low),
-                Some(_) => high,
-            };
-            assignment
-                .add_partition_offset(topic, id, Offset::Offset(start))
-                .map_err(request(format!("assigning {topic}/{id}")))?;
-            parts.push(Part {
-                topic: topic.clone(),
-                kind,
-                id,
-                target: high,
-                position: start,
-            });
-        }
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(request("assigning partitions".into()))?;
-    let backlog: i64 = parts.iter().map(|p| (p.target - p.position).max(0)).sum();
-    tracing::info!(
-        partitions = parts.len(),
-        backlog,
-        from = if config.from_beginning { "beginning" } else { "history" },
-        "rebuilding the store from Kafka"
-    );
-
+    let topics = [
+        config.kafka.topics.features.clone(),
+        config.kafka.topics.predictions.clone(),
+    ];
+    let (consumer, mut parts) = connect(config, &topics)?;
     let store = Arc::new(Store::new(config.api.store));
     let progress = Arc::new(Progress {
         topics: topics.clone(),
@@ -317,6 +225,107 @@ pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<ServeSummary, Se
         stations: store.station_count(),
         elapsed: started.elapsed(),
     })
+}
+
+/// Creates the output topics if missing, plans where each partition starts (the last
+/// `--history`, or the oldest message) and where it ends for readiness, and assigns them.
+fn connect(config: &ServeConfig, topics: &[String; 2]) -> Result<(BaseConsumer, Vec<Part>), ServeError> {
+    let kafka = &config.kafka;
+    let created = kafka.ensure_topics(&[&topics[0], &topics[1]], DEFAULT_PARTITIONS, SETUP_TIMEOUT)?;
+    if !created.is_empty() {
+        tracing::info!(topics = ?created, "created output topics");
+    }
+    let mut client = kafka.client_config();
+    client
+        .set("group.id", "weatherflow-serve")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    kafka.apply_user_options(&mut client);
+    let consumer: BaseConsumer = client.create().map_err(|source| KafkaSetupError::Client {
+        what: "consumer",
+        brokers: kafka.brokers.clone(),
+        source: Box::new(source),
+    })?;
+    let request = |what: String| {
+        move |source| KafkaSetupError::Request {
+            what,
+            brokers: kafka.brokers.clone(),
+            source: Box::new(source),
+        }
+    };
+    let since_ms = now_ms().saturating_sub(config.api.store.history_ms);
+    let mut parts = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for (kind, topic) in [Kind::Features, Kind::Predictions].into_iter().zip(topics) {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), SETUP_TIMEOUT)
+            .map_err(request(format!("fetching metadata of {topic}")))?;
+        let ids: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if ids.is_empty() {
+            return Err(KafkaSetupError::NoTopic {
+                topic: topic.clone(),
+                brokers: kafka.brokers.clone(),
+            }
+            .into());
+        }
+        let mut times = TopicPartitionList::new();
+        for &id in &ids {
+            times
+                .add_partition_offset(topic, id, Offset::Offset(since_ms as i64))
+                .map_err(request(format!("planning {topic}")))?;
+        }
+        let starts = if config.from_beginning {
+            None
+        } else {
+            Some(
+                consumer
+                    .offsets_for_times(times, SETUP_TIMEOUT)
+                    .map_err(request(format!("finding offsets of {topic} by time")))?,
+            )
+        };
+        for id in ids {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, id, SETUP_TIMEOUT)
+                .map_err(request(format!("reading offsets of {topic}/{id}")))?;
+            // No message at or after the time: start at the end.
+            let start = match starts
+                .as_ref()
+                .and_then(|s| s.find_partition(topic, id))
+                .map(|e| e.offset())
+            {
+                None => low,
+                Some(Offset::Offset(o)) => o.max(low),
+                Some(_) => high,
+            };
+            assignment
+                .add_partition_offset(topic, id, Offset::Offset(start))
+                .map_err(request(format!("assigning {topic}/{id}")))?;
+            parts.push(Part {
+                topic: topic.clone(),
+                kind,
+                id,
+                target: high,
+                position: start,
+            });
+        }
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(request("assigning partitions".into()))?;
+    let backlog: i64 = parts.iter().map(|p| (p.target - p.position).max(0)).sum();
+    tracing::info!(
+        partitions = parts.len(),
+        backlog,
+        from = if config.from_beginning { "beginning" } else { "history" },
+        "rebuilding the store from Kafka"
+    );
+    Ok((consumer, parts))
 }
 
 /// Refreshes the lag per partition from the broker's end offsets and logs a line.

@@ -4,15 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{arg, free_port, run_binary, sorted_lines, spawn, wait};
+use crate::common::{arg, hostfile, run_binary, sorted_lines, spawn, wait};
 
 fn two_processes(dir: &Path, args: &[String], name: &str) -> Vec<String> {
-    let hostfile = dir.join(format!("{name}-hosts.txt"));
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .expect("hostfile");
+    let hostfile = hostfile(dir, name);
     let output = dir.join(format!("{name}-cluster-{{process}}.jsonl"));
     let children: Vec<_> = (0..2)
         .map(|p| {

@@ -107,6 +107,13 @@ pub fn read_features(path: &Path) -> Vec<WindowFeatures> {
         .collect()
 }
 
+/// Writes a two-process hostfile on free localhost ports into `dir`.
+pub fn hostfile(dir: &Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}-hosts.txt"));
+    std::fs::write(&path, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+    path
+}
+
 /// A localhost port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

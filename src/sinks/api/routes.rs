@@ -364,7 +364,7 @@ pub fn stations(state: &ApiState, query: &str) -> Response {
 
 /// The newest prediction of a station.
 #[utoipa::path(get, path = "/predictions/{station_id}", tag = "predictions",
-    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)", example = "st-00000")),
+    params(("station_id" = String, Path, description = "Station id: 1–64 bytes of UTF-8 (64 ASCII characters), percent-encoded", example = "st-00000", min_length = 1, max_length = 64)),
     responses((status = 200, body = Prediction), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub fn latest_prediction(state: &ApiState, id: &str) -> Response {
     match state.store.latest_prediction(id) {
@@ -375,7 +375,7 @@ pub fn latest_prediction(state: &ApiState, id: &str) -> Response {
 
 /// The newest window of a station.
 #[utoipa::path(get, path = "/features/{station_id}", tag = "features",
-    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)", example = "st-00000")),
+    params(("station_id" = String, Path, description = "Station id: 1–64 bytes of UTF-8 (64 ASCII characters), percent-encoded", example = "st-00000", min_length = 1, max_length = 64)),
     responses((status = 200, body = WindowFeatures), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub fn latest_features(state: &ApiState, id: &str) -> Response {
     match state.store.latest_features(id) {
@@ -397,7 +397,7 @@ fn range(query: &str) -> Result<Range, BadRequest> {
 
 /// A station's predictions with window end in [from, to], the newest `limit`, ascending.
 #[utoipa::path(get, path = "/predictions/{station_id}/history", tag = "predictions",
-    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)", example = "st-00000"), HistoryParams),
+    params(("station_id" = String, Path, description = "Station id: 1–64 bytes of UTF-8 (64 ASCII characters), percent-encoded", example = "st-00000", min_length = 1, max_length = 64), HistoryParams),
     responses((status = 200, body = PredictionsHistory), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub fn prediction_history(state: &ApiState, id: &str, query: &str) -> Response {
     let range = match range(query) {
@@ -420,7 +420,7 @@ pub fn prediction_history(state: &ApiState, id: &str, query: &str) -> Response {
 
 /// A station's windows with window end in [from, to], the newest `limit`, ascending.
 #[utoipa::path(get, path = "/features/{station_id}/history", tag = "features",
-    params(("station_id" = String, Path, description = "Station id (1–64 bytes, percent-encoded)", example = "st-00000"), HistoryParams),
+    params(("station_id" = String, Path, description = "Station id: 1–64 bytes of UTF-8 (64 ASCII characters), percent-encoded", example = "st-00000", min_length = 1, max_length = 64), HistoryParams),
     responses((status = 200, body = FeaturesHistory), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub fn features_history(state: &ApiState, id: &str, query: &str) -> Response {
     let range = match range(query) {
