@@ -232,7 +232,10 @@ fn headless(bin: &str, url: &str, extra: &[String]) -> String {
 #[test]
 fn dashboard_shows_stations_and_plots_in_headless_chromium() {
     let Some(bin) = chromium() else { return };
-    let pipeline = Pipeline::start(&live_generator("12"));
+    // As a deployment showing Open-Meteo data runs it: the page must credit the source.
+    let mut args = live_generator("12");
+    args.extend(["--attribution", "open-meteo"].map(String::from));
+    let pipeline = Pipeline::start(&args);
     let port = pipeline.port;
     until(port, "/stations", Duration::from_secs(60), |a| {
         let v = a.json();
@@ -284,6 +287,30 @@ fn dashboard_shows_stations_and_plots_in_headless_chromium() {
     );
     eprintln!("dashboard screenshot: {}", shot.display());
     pipeline.finish();
+
+    // The generator's faults are single-reading spikes that a 5-minute mean dilutes, so
+    // the live run above flags nothing; a year of real data with labelled faults does.
+    let labelled = format!("{}/data/labelled/miami_fl_faults_rep0.csv", env!("CARGO_MANIFEST_DIR"));
+    let replay = Pipeline::start(&["-w", "2", "--source", "file", "--input", &labelled, "--linger"].map(String::from));
+    until(replay.port, "/ready", Duration::from_secs(120), |a| {
+        a.json()["input_complete"] == true
+    });
+    let feed = get(replay.port, "/anomalies?limit=50").json();
+    assert!(feed["count"].as_u64() > Some(0), "no anomalies in a labelled year");
+    let dom = headless(
+        &bin,
+        &format!("http://127.0.0.1:{}/", replay.port),
+        &["--dump-dom".into()],
+    );
+    std::fs::write(artifact("dashboard-anomalies.html"), &dom).expect("save the DOM");
+    let items = dom.matches(r#"class="anomaly-item"#).count();
+    assert!(items > 0, "the anomaly feed shows nothing");
+    let reason = feed["items"][0]["anomaly"]["reasons"][0].as_str().unwrap_or_default();
+    assert!(
+        !reason.is_empty() && dom.contains(reason),
+        "the feed lacks the reason {reason:?}"
+    );
+    replay.finish();
 }
 
 /// The answers `serve` and the pipeline must agree on, for one station.
