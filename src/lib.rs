@@ -29,3 +29,4 @@ pub mod schema;
 pub mod serve;
 pub mod sinks;
 pub mod sources;
+pub mod stations;

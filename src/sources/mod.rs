@@ -14,6 +14,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod open_meteo;
 pub mod kafka;
 
 use std::sync::atomic::{AtomicBool, Ordering};

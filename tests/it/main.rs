@@ -8,5 +8,6 @@ mod common;
 mod http;
 mod kafka;
 mod ml;
+mod open_meteo;
 mod oracle;
 mod real_data;
