@@ -20,9 +20,9 @@ mod ml;
 mod produce;
 
 pub use api::{ApiArgs, ApiConfig, AttributionConfig, AttributionKind, ServeArgs, ServeConfig};
-pub use generator::{GenerateArgs, GeneratorArgs};
+pub use generator::{DEFAULT_GENERATOR_INTERVAL, GenerateArgs, GeneratorArgs, StationsArg};
 pub use ml::{EvaluateArgs, TrainArgs};
-pub use produce::{ProduceArgs, ProduceConfig, ProduceFrom, ProduceInput};
+pub use produce::{OpenMeteoConfig, ProduceArgs, ProduceConfig, ProduceFrom, ProduceInput};
 
 /// A flag value that makes no sense. Always the user's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// The station catalogue is unusable.
+    #[error(transparent)]
+    Catalogue(#[from] crate::stations::CatalogueError),
     /// The hostfile could not be read.
     #[error("cannot read hostfile {path}")]
     Hostfile {

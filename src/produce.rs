@@ -17,11 +17,13 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use crate::config::{ProduceConfig, ProduceInput};
+use crate::config::{OpenMeteoConfig, ProduceConfig, ProduceInput};
 use crate::kafka::KafkaSetupError;
+use crate::schema::format_rfc3339;
 use crate::schema::parse_json;
 use crate::sources::file::plan::{Format, Plan, PlanError};
 use crate::sources::generator::for_each_line;
+use crate::sources::open_meteo::{Client, ClientError, Poller};
 
 /// How long the final flush may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,6 +58,9 @@ pub enum ProduceError {
         #[source]
         source: KafkaError,
     },
+    /// The Open-Meteo client could not be created.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// Records failed delivery or were still unacknowledged at the end.
     #[error("kafka: {failed} records failed delivery, {unflushed} unacknowledged at exit")]
     Undelivered {
@@ -192,7 +197,7 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
             }
             plan.files.into_iter().map(|f| f.path).collect()
         }
-        ProduceInput::Generator(_) => Vec::new(),
+        ProduceInput::Generator(_) | ProduceInput::OpenMeteo(_) => Vec::new(),
     };
     let counters = Arc::new(Counters::default());
     let mut client = cfg.kafka.client_config();
@@ -234,6 +239,7 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
                 }
             }
         }
+        ProduceInput::OpenMeteo(open_meteo) => poll_open_meteo(open_meteo, &mut sender)?,
     }
     if let Some(e) = sender.error.take() {
         return Err(e);
@@ -253,6 +259,60 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
         elapsed: started.elapsed(),
         interrupted: stop.load(Ordering::Relaxed),
     })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Polls Open-Meteo until stopped: one request per cycle for every station, new readings
+/// published keyed by station, the next request when [`Poller`] says. The first request
+/// goes out at once, so a restarted producer does not sit idle for a quarter hour.
+fn poll_open_meteo(cfg: &OpenMeteoConfig, sender: &mut Sender<'_>) -> Result<(), ProduceError> {
+    let client = Client::new(&cfg.base_url, &cfg.stations, cfg.timeout)?;
+    let mut poller = Poller::new(cfg.stations.to_vec(), cfg.interval, cfg.seed);
+    tracing::info!(
+        stations = cfg.stations.len(),
+        interval_s = cfg.interval.as_secs(),
+        url = %client.url(),
+        "polling open-meteo"
+    );
+    let mut next_at = now_ms();
+    loop {
+        // A signal only sets the flag, so wait in short slices.
+        loop {
+            if sender.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let now = now_ms();
+            if now >= next_at {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis((next_at - now).min(250)));
+        }
+        let fetch = client.fetch();
+        let status = fetch.label();
+        let cycle = poller.handle(now_ms(), fetch);
+        for (station, payload) in &cycle.readings {
+            if sender.send(Some(station.as_bytes()), payload).is_break() {
+                return Ok(());
+            }
+        }
+        let stats = poller.stats();
+        tracing::info!(
+            status = %status,
+            published = cycle.readings.len(),
+            published_total = stats.published,
+            duplicates_total = stats.duplicates,
+            invalid_total = stats.invalid,
+            next = %format_rfc3339(cycle.next_at_ms),
+            wait = cycle.wait,
+            "open-meteo cycle"
+        );
+        next_at = cycle.next_at_ms;
+    }
 }
 
 fn send_file(path: &std::path::Path, sender: &mut Sender<'_>) -> Result<ControlFlow<()>, ProduceError> {

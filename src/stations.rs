@@ -98,13 +98,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Station>, CatalogueError> {
         let id = s.id.get_ref();
         if id.is_empty()
             || id.len() > MAX_STATION_ID_BYTES
-            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         {
             return Err(invalid(
                 &s.id.span(),
-                format!(
-                    "station id {id:?} must be 1–{MAX_STATION_ID_BYTES} ASCII letters, digits, '-', '_' or '.'"
-                ),
+                format!("station id {id:?} must be 1–{MAX_STATION_ID_BYTES} ASCII letters, digits, '-', '_' or '.'"),
             ));
         }
         if let Some(first) = seen.insert(id.clone(), line_of(text, &s.id.span())) {
@@ -198,12 +198,32 @@ elevation = 2400
         let cases = [
             (GOOD.replace("52.5644", "95.0"), "s.toml:6:", "latitude 95"),
             (GOOD.replace("-78.3575", "-181"), "s.toml:14:", "longitude"),
-            (GOOD.replace("\"quito\"", "\"berlin\""), "s.toml:11:", "already used on line 4"),
-            (GOOD.replace("\"quito\"", "\"no spaces\""), "s.toml:11:", "ASCII letters"),
+            (
+                GOOD.replace("\"quito\"", "\"berlin\""),
+                "s.toml:11:",
+                "already used on line 4",
+            ),
+            (
+                GOOD.replace("\"quito\"", "\"no spaces\""),
+                "s.toml:11:",
+                "ASCII letters",
+            ),
             (GOOD.replace("elevation = 2400", ""), "s.toml:10:", "elevation"),
-            (GOOD.replace("elevation = 2400", "elevation = \"high\""), "s.toml:15:", "expected f64"),
-            (GOOD.replace("elevation = 2400", "elevation = 2400\ncolour = 1"), "s.toml:16:", "colour"),
-            (GOOD.replace("[[station]]\nid = \"quito\"", "[[station]\nid = \"quito\""), "s.toml:10:", ""),
+            (
+                GOOD.replace("elevation = 2400", "elevation = \"high\""),
+                "s.toml:15:",
+                "expected f64",
+            ),
+            (
+                GOOD.replace("elevation = 2400", "elevation = 2400\ncolour = 1"),
+                "s.toml:16:",
+                "colour",
+            ),
+            (
+                GOOD.replace("[[station]]\nid = \"quito\"", "[[station]\nid = \"quito\""),
+                "s.toml:10:",
+                "",
+            ),
             ("# nothing\n".to_owned(), "s.toml:1:", "no stations"),
         ];
         for (text, location, needle) in cases {

@@ -8,13 +8,48 @@ use clap::Args;
 use super::{ConfigError, LogFormat, invalid, parse_duration};
 use crate::schema::{floor_minute, parse_rfc3339};
 use crate::sources::generator::{GeneratorConfig, Speed};
+use crate::stations::Station;
 
-/// Flags of the built-in generator, shared by `run` and `generate`.
+/// The generator's default time between two readings of one station.
+pub const DEFAULT_GENERATOR_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `--stations`: a number of synthetic stations, or a station catalogue file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StationsArg {
+    /// This many synthetic stations (`st-00000`, …).
+    Count(u64),
+    /// The stations of a catalogue (`stations.toml`).
+    Catalogue(PathBuf),
+}
+
+fn parse_stations(text: &str) -> Result<StationsArg, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("give a number of stations or a stations.toml path".into());
+    }
+    Ok(match text.parse::<u64>() {
+        Ok(n) => StationsArg::Count(n),
+        Err(_) => StationsArg::Catalogue(PathBuf::from(text)),
+    })
+}
+
+impl StationsArg {
+    /// Loads the catalogue, if this names one.
+    pub fn load(&self) -> Result<Option<std::sync::Arc<[Station]>>, ConfigError> {
+        match self {
+            StationsArg::Count(_) => Ok(None),
+            StationsArg::Catalogue(path) => Ok(Some(crate::stations::load(path)?.into())),
+        }
+    }
+}
+
+/// Flags of the built-in generator, shared by `run`, `generate` and `produce`.
 #[derive(Clone, Debug, Args)]
 pub struct GeneratorArgs {
-    /// Generator: number of stations.
-    #[arg(long, env = "WEATHERFLOW_STATIONS", default_value_t = 100)]
-    pub stations: u64,
+    /// Stations: a number of synthetic ones, or a catalogue file (`stations.toml`) whose
+    /// ids and coordinates the generator (and `produce --from open-meteo`) then uses.
+    #[arg(long, env = "WEATHERFLOW_STATIONS", default_value = "100", value_parser = parse_stations)]
+    pub stations: StationsArg,
     /// Generator: seed of all random streams; the same seed gives the same readings.
     #[arg(long, env = "WEATHERFLOW_SEED", default_value_t = 42)]
     pub seed: u64,
@@ -24,9 +59,10 @@ pub struct GeneratorArgs {
     /// Generator: event time of the first reading (RFC 3339). Default: now, to the minute.
     #[arg(long, env = "WEATHERFLOW_START")]
     pub start: Option<String>,
-    /// Generator: time between two readings of one station.
-    #[arg(long, env = "WEATHERFLOW_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub interval: Duration,
+    /// Time between two readings of one station: the generator's cadence (default 10s),
+    /// or `produce --from open-meteo`'s polling interval (default 15m, at least 5m).
+    #[arg(long, env = "WEATHERFLOW_INTERVAL", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
     /// Generator: do not inject faults (spikes, stuck sensors, bad values, duplicates, late re-deliveries).
     #[arg(long, env = "WEATHERFLOW_NO_FAULTS")]
     pub no_faults: bool,
@@ -35,10 +71,16 @@ pub struct GeneratorArgs {
 impl GeneratorArgs {
     /// Validates the generator flags.
     pub fn into_config(self, speed: Speed) -> Result<GeneratorConfig, ConfigError> {
-        if self.stations == 0 {
+        let catalogue = self.stations.load()?;
+        let stations = match (&self.stations, &catalogue) {
+            (_, Some(c)) => c.len() as u64,
+            (StationsArg::Count(n), None) => *n,
+            (StationsArg::Catalogue(_), None) => 0,
+        };
+        if stations == 0 {
             return Err(invalid("--stations", "must be at least 1"));
         }
-        let interval_ms = self.interval.as_millis() as u64;
+        let interval_ms = self.interval.unwrap_or(DEFAULT_GENERATOR_INTERVAL).as_millis() as u64;
         if interval_ms == 0 {
             return Err(invalid("--interval", "must be at least 1ms"));
         }
@@ -53,7 +95,8 @@ impl GeneratorArgs {
             ),
         };
         Ok(GeneratorConfig {
-            stations: self.stations,
+            stations,
+            catalogue,
             seed: self.seed,
             speed,
             events: self.events,

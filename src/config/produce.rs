@@ -15,7 +15,29 @@ pub enum ProduceFrom {
     Generator,
     /// JSONL files (`--input`), sent line by line, invalid lines included.
     File,
+    /// Live current conditions of the `--stations` catalogue from the Open-Meteo API,
+    /// every `--interval` (default 15m), until stopped.
+    OpenMeteo,
 }
+
+/// Open-Meteo polling, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenMeteoConfig {
+    /// The stations to poll.
+    pub stations: std::sync::Arc<[crate::stations::Station]>,
+    /// API base URL.
+    pub base_url: String,
+    /// Time between polls.
+    pub interval: Duration,
+    /// Limit on one request.
+    pub timeout: Duration,
+    /// Seed of the polling jitter.
+    pub seed: u64,
+}
+
+/// The free tier's data changes every 15 minutes; polling faster only spends the budget.
+const MIN_OPEN_METEO_INTERVAL: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_OPEN_METEO_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 /// Flags of `weatherflow produce`.
 #[derive(Clone, Debug, Args)]
@@ -38,6 +60,16 @@ pub struct ProduceArgs {
     /// Messages per second; 0 sends as fast as the broker takes them.
     #[arg(long, env = "WEATHERFLOW_RATE", default_value_t = 0)]
     pub rate: u64,
+    /// Open-Meteo: API base URL (tests point it at a local server).
+    #[arg(
+        long,
+        env = "WEATHERFLOW_OPEN_METEO_URL",
+        default_value = "https://api.open-meteo.com"
+    )]
+    pub base_url: String,
+    /// Open-Meteo: longest wait for one response.
+    #[arg(long, env = "WEATHERFLOW_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Partitions of topics created because they were missing.
     #[arg(long, env = "WEATHERFLOW_PARTITIONS", default_value_t = 4)]
     pub partitions: i32,
@@ -56,6 +88,8 @@ pub enum ProduceInput {
     Generator(GeneratorConfig),
     /// JSONL files.
     Files(Vec<String>),
+    /// Open-Meteo.
+    OpenMeteo(OpenMeteoConfig),
 }
 
 /// A validated `produce` configuration.
@@ -100,6 +134,37 @@ impl ProduceArgs {
                     ));
                 }
                 ProduceInput::Files(self.input)
+            }
+            ProduceFrom::OpenMeteo => {
+                let Some(stations) = self.generator.stations.load()? else {
+                    return Err(invalid(
+                        "--stations",
+                        "--from open-meteo needs a station catalogue file, e.g. --stations stations.toml",
+                    ));
+                };
+                let interval = self.generator.interval.unwrap_or(DEFAULT_OPEN_METEO_INTERVAL);
+                if interval < MIN_OPEN_METEO_INTERVAL {
+                    return Err(invalid(
+                        "--interval",
+                        "Open-Meteo's current values change every 15 minutes; poll at most every 5m",
+                    ));
+                }
+                if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+                    return Err(invalid(
+                        "--base-url",
+                        format!("{:?} is not an http(s) URL", self.base_url),
+                    ));
+                }
+                if self.request_timeout.is_zero() {
+                    return Err(invalid("--request-timeout", "must be above zero"));
+                }
+                ProduceInput::OpenMeteo(OpenMeteoConfig {
+                    stations,
+                    base_url: self.base_url,
+                    interval,
+                    timeout: self.request_timeout,
+                    seed: self.generator.seed,
+                })
             }
         };
         Ok(ProduceConfig {

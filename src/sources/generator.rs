@@ -37,6 +37,9 @@ pub enum Speed {
 pub struct GeneratorConfig {
     /// Number of stations.
     pub stations: u64,
+    /// When given, station `i` is the catalogue's `i`-th: its id, and a climate from its
+    /// latitude and elevation. Otherwise stations are synthetic (`st-00000`, …).
+    pub catalogue: Option<std::sync::Arc<[crate::stations::Station]>>,
     /// Seed of every random stream.
     pub seed: u64,
     /// Event-time pace.
@@ -106,16 +109,26 @@ struct Station {
 impl Station {
     fn new(cfg: &GeneratorConfig, index: u64) -> Station {
         let mut rng = Rng(cfg.seed ^ index.wrapping_mul(0xA076_1D64_78BD_642F));
-        let latitude = rng.range(-55.0, 70.0);
-        let longitude = rng.range(-180.0, 180.0);
-        let base_pressure = rng.range(1000.0, 1025.0);
+        // The same draws with or without a catalogue, so synthetic runs stay as they were.
+        let mut latitude = rng.range(-55.0, 70.0);
+        let mut longitude = rng.range(-180.0, 180.0);
+        let mut base_pressure = rng.range(1000.0, 1025.0);
+        let mut id = None;
+        let mut elevation = 0.0;
+        if let Some(entry) = cfg.catalogue.as_ref().and_then(|c| c.get(index as usize)) {
+            id = Some(entry.id.clone());
+            (latitude, longitude, elevation) = (entry.latitude, entry.longitude, entry.elevation);
+            // Barometric formula: surface pressure falls about 12 hPa per 100 m.
+            base_pressure *= (1.0 - 2.255_77e-5 * elevation).max(0.3).powf(5.255_88);
+        }
         let mean_wind = rng.range(1.0, 8.0);
         Station {
-            id: format!("st-{index:05}"),
+            id: id.unwrap_or_else(|| format!("st-{index:05}")),
             index,
             phase_ms: index * cfg.interval_ms / cfg.stations.max(1),
             longitude,
-            base_temp: 28.0 - 0.45 * latitude.abs() + rng.range(-3.0, 3.0),
+            // Warmer towards the equator, 6.5 °C colder per km of altitude.
+            base_temp: 28.0 - 0.45 * latitude.abs() - 6.5 * elevation / 1000.0 + rng.range(-3.0, 3.0),
             amplitude: rng.range(2.5, 7.5),
             base_humidity: rng.range(55.0, 85.0),
             base_pressure,

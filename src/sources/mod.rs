@@ -14,8 +14,8 @@
 
 pub mod file;
 pub mod generator;
-pub mod open_meteo;
 pub mod kafka;
+pub mod open_meteo;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

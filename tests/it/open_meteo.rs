@@ -31,7 +31,9 @@ struct FixtureServer {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/open_meteo").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/open_meteo")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -121,7 +123,11 @@ fn every_upstream_answer_is_handled_politely() {
     let cycle = poller.handle(NOW, client.fetch());
     assert_eq!(cycle.readings.len(), 3);
     let quarter = 1_752_498_000_000; // 13:00
-    assert!((quarter + 30_000..quarter + 120_000).contains(&cycle.next_at_ms), "{}", cycle.next_at_ms);
+    assert!(
+        (quarter + 30_000..quarter + 120_000).contains(&cycle.next_at_ms),
+        "{}",
+        cycle.next_at_ms
+    );
     for ((id, payload), station) in cycle.readings.iter().zip(&stations) {
         assert_eq!(id, &station.id);
         let reading = parse_json(payload, 0).expect("valid weather-raw");
@@ -148,7 +154,11 @@ fn every_upstream_answer_is_handled_politely() {
         let cycle = poller.handle(t, client.fetch());
         assert!(cycle.readings.is_empty());
         assert!(cycle.wait.starts_with(wait), "{}", cycle.wait);
-        assert!((reset + 1_000..reset + 31_000).contains(&cycle.next_at_ms), "{wait}: {}", cycle.next_at_ms);
+        assert!(
+            (reset + 1_000..reset + 31_000).contains(&cycle.next_at_ms),
+            "{wait}: {}",
+            cycle.next_at_ms
+        );
     }
 
     // 500, timeout, truncated body, location count mismatch: exponential backoff.

@@ -134,7 +134,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The request for `stations`, coordinates in catalogue order.
 pub fn request_url(base: &str, stations: &[Station]) -> String {
-    let join = |f: fn(&Station) -> f64| stations.iter().map(|s| format!("{}", f(s))).collect::<Vec<_>>().join(",");
+    let join = |f: fn(&Station) -> f64| {
+        stations
+            .iter()
+            .map(|s| format!("{}", f(s)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     format!(
         "{}/v1/forecast?latitude={}&longitude={}&current={CURRENT}&timeformat=unixtime&wind_speed_unit=ms",
         base.trim_end_matches('/'),
@@ -206,18 +212,29 @@ impl Poller {
         let (next_at_ms, wait, current) = match fetch {
             Fetch::Ok(current) => {
                 self.failures = 0;
-                (policy::next_regular(now_ms, self.interval_ms, &mut self.jitter), "next interval", current)
+                (
+                    policy::next_regular(now_ms, self.interval_ms, &mut self.jitter),
+                    "next interval",
+                    current,
+                )
             }
             Fetch::Status { code: 429, reason } => {
                 let limit = reason.as_deref().and_then(Limit::from_reason);
-                tracing::warn!(reason = reason.as_deref().unwrap_or("-"), "open-meteo rate limit; waiting for its reset");
+                tracing::warn!(
+                    reason = reason.as_deref().unwrap_or("-"),
+                    "open-meteo rate limit; waiting for its reset"
+                );
                 let wait = match limit {
                     Some(Limit::Minutely) => "minutely limit reset",
                     Some(Limit::Hourly) => "hourly limit reset",
                     Some(Limit::Daily) => "daily limit reset",
                     None => "unnamed limit: next hour",
                 };
-                (policy::after_rate_limit(now_ms, limit, &mut self.jitter), wait, Vec::new())
+                (
+                    policy::after_rate_limit(now_ms, limit, &mut self.jitter),
+                    wait,
+                    Vec::new(),
+                )
             }
             Fetch::Status { code, reason } if (400..500).contains(&code) => {
                 tracing::error!(
@@ -225,7 +242,11 @@ impl Poller {
                     reason = reason.as_deref().unwrap_or("-"),
                     "open-meteo rejected the request; check the station catalogue (retrying next interval)"
                 );
-                (policy::next_regular(now_ms, self.interval_ms, &mut self.jitter), "request rejected", Vec::new())
+                (
+                    policy::next_regular(now_ms, self.interval_ms, &mut self.jitter),
+                    "request rejected",
+                    Vec::new(),
+                )
             }
             failure => {
                 self.failures += 1;

@@ -167,9 +167,18 @@ mod tests {
 
     #[test]
     fn truncated_and_foreign_bodies_are_malformed() {
-        assert!(matches!(parse(&ONE.as_bytes()[..120], 1), Err(ParseError::Malformed(_))));
-        assert!(matches!(parse(b"{\"error\":true,\"reason\":\"x\"}", 1), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            parse(&ONE.as_bytes()[..120], 1),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"error\":true,\"reason\":\"x\"}", 1),
+            Err(ParseError::Malformed(_))
+        ));
         assert!(matches!(parse(b"<html>", 1), Err(ParseError::Malformed(_))));
-        assert_eq!(error_reason(br#"{"error":true,"reason":"Latitude must be in range"}"#).as_deref(), Some("Latitude must be in range"));
+        assert_eq!(
+            error_reason(br#"{"error":true,"reason":"Latitude must be in range"}"#).as_deref(),
+            Some("Latitude must be in range")
+        );
     }
 }

@@ -140,14 +140,26 @@ mod tests {
     fn rate_limits_wait_for_the_named_reset() {
         let mut j = Jitter::new(2);
         let cases = [
-            ("Minutely API request limit exceeded. Please try again in one minute.", 1_795_176_000_000 + 8 * MINUTE_MS),
-            ("Hourly API request limit exceeded. Please try again in the next hour.", 1_795_176_000_000 + HOUR_MS),
-            ("Daily API request limit exceeded. Please try again tomorrow.", 1_795_219_200_000),
+            (
+                "Minutely API request limit exceeded. Please try again in one minute.",
+                1_795_176_000_000 + 8 * MINUTE_MS,
+            ),
+            (
+                "Hourly API request limit exceeded. Please try again in the next hour.",
+                1_795_176_000_000 + HOUR_MS,
+            ),
+            (
+                "Daily API request limit exceeded. Please try again tomorrow.",
+                1_795_219_200_000,
+            ),
             ("Too many requests", 1_795_176_000_000 + HOUR_MS),
         ];
         for (reason, reset) in cases {
             let at = after_rate_limit(NOW, Limit::from_reason(reason), &mut j);
-            assert!((reset + 1_000..reset + 31_000).contains(&at), "{reason}: {at} vs {reset}");
+            assert!(
+                (reset + 1_000..reset + 31_000).contains(&at),
+                "{reason}: {at} vs {reset}"
+            );
         }
     }
 
