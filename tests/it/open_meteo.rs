@@ -212,3 +212,114 @@ fn an_unreachable_server_is_a_transport_failure() {
     let fetch = client.fetch();
     assert_eq!(fetch.label(), "error", "{fetch:?}");
 }
+
+/// Writes `stations` as a catalogue file.
+fn catalogue_file(dir: &std::path::Path, stations: &[Station]) -> PathBuf {
+    let mut text = String::new();
+    for s in stations {
+        text.push_str(&format!(
+            "[[station]]\nid = {:?}\nname = {:?}\nlatitude = {:?}\nlongitude = {:?}\nelevation = {:?}\n\n",
+            s.id, s.name, s.latitude, s.longitude, s.elevation
+        ));
+    }
+    let path = dir.join("stations.toml");
+    std::fs::write(&path, text).expect("catalogue file");
+    path
+}
+
+#[test]
+fn open_meteo_readings_flow_through_kafka_into_windows() {
+    use crate::broker::{Reader, brokers, fresh_topics, signal, topic_args};
+    use clap::Parser;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(brokers) = brokers() else { return };
+    let settings = fresh_topics(&brokers, "openmeteo", 4);
+    let server = FixtureServer::start(vec![Answer::Fixture(200, "three.json")]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stations = three_stations();
+    let catalogue = catalogue_file(dir.path(), &stations);
+
+    // The producer, in this process: one cycle is all the fixture server answers.
+    let cli = weatherflow::config::Cli::try_parse_from([
+        "weatherflow",
+        "produce",
+        "--from",
+        "open-meteo",
+        "--stations",
+        &crate::common::arg(&catalogue),
+        "--base-url",
+        &server.base,
+        "--brokers",
+        &brokers,
+        "--topic",
+        &settings.topics.raw,
+        "--features-topic",
+        &settings.topics.features,
+        "--predictions-topic",
+        &settings.topics.predictions,
+        "--dlq-topic",
+        &settings.topics.dlq,
+        "--checkpoint-topic",
+        &settings.topics.checkpoints,
+    ])
+    .expect("produce arguments parse");
+    let Some(weatherflow::config::Command::Produce(args)) = cli.command else {
+        panic!("not produce")
+    };
+    let config = args.into_config().expect("valid produce configuration");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let producer = std::thread::spawn(move || weatherflow::produce::produce(&config, &flag));
+
+    let mut raw = Reader::new(&brokers, &settings.topics.raw);
+    raw.until(Duration::from_secs(60), "three readings", |m| m.len() >= 3);
+    let mut keys: Vec<String> = raw
+        .messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["berlin-tegel", "fairbanks", "sydney"]);
+
+    // The pipeline reads them (they are in the topic before it starts, so none is late)
+    // and, once the partitions go quiet, closes their windows.
+    let mut args: Vec<String> = ["run", "--source", "kafka", "--idle-timeout", "1s", "--commit-interval", "100ms"]
+        .map(String::from)
+        .to_vec();
+    args.extend(topic_args(&settings, "openmeteo-test"));
+    let pipeline = crate::common::spawn(&args);
+    let mut features = Reader::new(&brokers, &settings.topics.features);
+    // Each reading lies in the five windows whose end is within five minutes after it.
+    features.until(Duration::from_secs(120), "15 windows", |m| m.len() >= 15);
+    signal(pipeline.id(), "-TERM");
+    let out = crate::common::wait(pipeline, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stop.store(true, Ordering::Relaxed);
+    let summary = producer.join().expect("producer thread").expect("producer ends cleanly");
+    assert_eq!(summary.sent, 3);
+
+    let mut seen = std::collections::BTreeMap::new();
+    for m in &features.messages {
+        let f: serde_json::Value = serde_json::from_slice(&m.payload).expect("features JSON");
+        let id = f["station_id"].as_str().unwrap().to_owned();
+        *seen.entry(id).or_insert(0) += 1;
+        assert_eq!(f["count"], 1);
+    }
+    assert_eq!(seen.values().copied().collect::<Vec<_>>(), [5, 5, 5], "{seen:?}");
+    let berlin_raw: serde_json::Value = serde_json::from_slice(
+        &raw.messages
+            .iter()
+            .find(|m| m.key.as_deref() == Some(b"berlin-tegel".as_slice()))
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    let berlin = features
+        .messages
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap())
+        .find(|f| f["station_id"] == "berlin-tegel")
+        .unwrap();
+    assert_eq!(berlin["temperature"]["mean"], berlin_raw["temperature"]);
+}
