@@ -5,6 +5,7 @@ mod api;
 mod broker;
 mod cluster;
 mod common;
+mod deploy;
 mod http;
 mod kafka;
 mod ml;

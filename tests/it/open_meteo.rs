@@ -284,9 +284,17 @@ fn open_meteo_readings_flow_through_kafka_into_windows() {
 
     // The pipeline reads them (they are in the topic before it starts, so none is late)
     // and, once the partitions go quiet, closes their windows.
-    let mut args: Vec<String> = ["run", "--source", "kafka", "--idle-timeout", "1s", "--commit-interval", "100ms"]
-        .map(String::from)
-        .to_vec();
+    let mut args: Vec<String> = [
+        "run",
+        "--source",
+        "kafka",
+        "--idle-timeout",
+        "1s",
+        "--commit-interval",
+        "100ms",
+    ]
+    .map(String::from)
+    .to_vec();
     args.extend(topic_args(&settings, "openmeteo-test"));
     let pipeline = crate::common::spawn(&args);
     let mut features = Reader::new(&brokers, &settings.topics.features);
@@ -296,7 +304,10 @@ fn open_meteo_readings_flow_through_kafka_into_windows() {
     let out = crate::common::wait(pipeline, Duration::from_secs(60));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     stop.store(true, Ordering::Relaxed);
-    let summary = producer.join().expect("producer thread").expect("producer ends cleanly");
+    let summary = producer
+        .join()
+        .expect("producer thread")
+        .expect("producer ends cleanly");
     assert_eq!(summary.sent, 3);
 
     let mut seen = std::collections::BTreeMap::new();
