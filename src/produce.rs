@@ -23,7 +23,9 @@ use crate::schema::format_rfc3339;
 use crate::schema::parse_json;
 use crate::sources::file::plan::{Format, Plan, PlanError};
 use crate::sources::generator::for_each_line;
-use crate::sources::open_meteo::{Client, ClientError, Poller};
+use crate::sinks::api::ApiServer;
+use crate::sinks::api::prom::Prom;
+use crate::sources::open_meteo::{Client, ClientError, Poller, Stats};
 
 /// How long the final flush may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,6 +60,9 @@ pub enum ProduceError {
         #[source]
         source: KafkaError,
     },
+    /// The `/health` and `/metrics` endpoint could not start.
+    #[error(transparent)]
+    Api(#[from] crate::sinks::api::ApiError),
     /// The Open-Meteo client could not be created.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -215,6 +220,15 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
             brokers: cfg.kafka.brokers.clone(),
             source: Box::new(source),
         })?;
+    let upstream: Arc<std::sync::Mutex<Stats>> = Arc::default();
+    let _api = match cfg.api {
+        Some(addr) => {
+            let mut prom = Prom::new(None);
+            prom.register(Box::new(UpstreamCollector(upstream.clone())));
+            Some(ApiServer::serve(addr, crate::sinks::api::ops::filter(Arc::new(prom), "produce"))?)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let mut sender = Sender {
         producer,
@@ -239,7 +253,7 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
                 }
             }
         }
-        ProduceInput::OpenMeteo(open_meteo) => poll_open_meteo(open_meteo, &mut sender)?,
+        ProduceInput::OpenMeteo(open_meteo) => poll_open_meteo(open_meteo, &mut sender, &upstream)?,
     }
     if let Some(e) = sender.error.take() {
         return Err(e);
@@ -270,7 +284,11 @@ fn now_ms() -> u64 {
 /// Polls Open-Meteo until stopped: one request per cycle for every station, new readings
 /// published keyed by station, the next request when [`Poller`] says. The first request
 /// goes out at once, so a restarted producer does not sit idle for a quarter hour.
-fn poll_open_meteo(cfg: &OpenMeteoConfig, sender: &mut Sender<'_>) -> Result<(), ProduceError> {
+fn poll_open_meteo(
+    cfg: &OpenMeteoConfig,
+    sender: &mut Sender<'_>,
+    upstream: &std::sync::Mutex<Stats>,
+) -> Result<(), ProduceError> {
     let client = Client::new(&cfg.base_url, &cfg.stations, cfg.timeout)?;
     let mut poller = Poller::new(cfg.stations.to_vec(), cfg.interval, cfg.seed);
     tracing::info!(
@@ -301,6 +319,7 @@ fn poll_open_meteo(cfg: &OpenMeteoConfig, sender: &mut Sender<'_>) -> Result<(),
             }
         }
         let stats = poller.stats();
+        *upstream.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
         tracing::info!(
             status = %status,
             published = cycle.readings.len(),
@@ -312,6 +331,39 @@ fn poll_open_meteo(cfg: &OpenMeteoConfig, sender: &mut Sender<'_>) -> Result<(),
             "open-meteo cycle"
         );
         next_at = cycle.next_at_ms;
+    }
+}
+
+/// The Open-Meteo counters for `/metrics`, copied from the poller after each cycle.
+#[derive(Debug)]
+struct UpstreamCollector(Arc<std::sync::Mutex<Stats>>);
+
+impl prometheus_client::collector::Collector for UpstreamCollector {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let stats = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        {
+            let mut family = enc.encode_descriptor(
+                "upstream_requests",
+                "Requests to Open-Meteo by outcome (HTTP status, timeout, error, malformed)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (status, n) in &stats.requests {
+                ConstCounter::new(*n).encode(family.encode_family(&[("status", status.as_str())])?)?;
+            }
+        }
+        for (name, help, value) in [
+            ("upstream_readings", "Readings received from Open-Meteo", stats.fetched),
+            ("upstream_duplicates", "Readings skipped as already published", stats.duplicates),
+            ("upstream_invalid", "Readings skipped as invalid weather-raw", stats.invalid),
+            ("upstream_published", "Readings handed to Kafka", stats.published),
+        ] {
+            ConstCounter::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
+        Ok(())
     }
 }
 

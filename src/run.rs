@@ -216,7 +216,7 @@ fn start_api(
         tracing::info!("the API is served by process 0, with every station");
         return Ok((Some(store), None));
     }
-    let mut prom = Prom::new(store.clone());
+    let mut prom = Prom::new(Some(store.clone()));
     prom.register(Box::new(PipelineCollector {
         metrics: metrics.clone(),
         source: config.source.name(),

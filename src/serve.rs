@@ -358,7 +358,7 @@ fn report(consumer: &BaseConsumer, parts: &[Part], progress: &Progress, store: &
 }
 
 fn start_api(config: &ServeConfig, store: &Arc<Store>, progress: &Arc<Progress>) -> Result<ApiServer, ServeError> {
-    let mut prom = Prom::new(store.clone());
+    let mut prom = Prom::new(Some(store.clone()));
     prom.register(Box::new(ServeCollector(progress.clone())));
     let watched = progress.clone();
     let state = ApiState {

@@ -70,6 +70,10 @@ pub struct ProduceArgs {
     /// Open-Meteo: longest wait for one response.
     #[arg(long, env = "WEATHERFLOW_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Serve `/health` and `/metrics` (upstream requests by status, readings fetched,
+    /// duplicates skipped) on this address (`host:port`). Off by default.
+    #[arg(long, env = "WEATHERFLOW_PRODUCE_API")]
+    pub api: Option<String>,
     /// Partitions of topics created because they were missing.
     #[arg(long, env = "WEATHERFLOW_PARTITIONS", default_value_t = 4)]
     pub partitions: i32,
@@ -105,6 +109,8 @@ pub struct ProduceConfig {
     pub partitions: i32,
     /// Progress log interval.
     pub progress_interval: Duration,
+    /// Where to serve `/health` and `/metrics`, if anywhere.
+    pub api: Option<std::net::SocketAddr>,
 }
 
 impl ProduceArgs {
@@ -117,6 +123,15 @@ impl ProduceArgs {
         if self.partitions < 1 {
             return Err(invalid("--partitions", "must be at least 1"));
         }
+        let api = match &self.api {
+            None => None,
+            Some(text) => Some(
+                std::net::ToSocketAddrs::to_socket_addrs(text.as_str())
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| invalid("--api", format!("{text:?} is not a host:port address")))?,
+            ),
+        };
         let input = match self.from {
             ProduceFrom::Generator => {
                 let mut cfg = self.generator.into_config(Speed::Max)?;
@@ -173,6 +188,7 @@ impl ProduceArgs {
             rate: self.rate,
             partitions: self.partitions,
             progress_interval: self.progress_interval.max(Duration::from_millis(100)),
+            api,
         })
     }
 }

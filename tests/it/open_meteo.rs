@@ -241,6 +241,8 @@ fn open_meteo_readings_flow_through_kafka_into_windows() {
     let catalogue = catalogue_file(dir.path(), &stations);
 
     // The producer, in this process: one cycle is all the fixture server answers.
+    let metrics_port = crate::common::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let cli = weatherflow::config::Cli::try_parse_from([
         "weatherflow",
         "produce",
@@ -262,6 +264,8 @@ fn open_meteo_readings_flow_through_kafka_into_windows() {
         &settings.topics.dlq,
         "--checkpoint-topic",
         &settings.topics.checkpoints,
+        "--api",
+        &metrics_addr,
     ])
     .expect("produce arguments parse");
     let Some(weatherflow::config::Command::Produce(args)) = cli.command else {
@@ -281,6 +285,13 @@ fn open_meteo_readings_flow_through_kafka_into_windows() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["berlin-tegel", "fairbanks", "sydney"]);
+    let metrics = crate::http::until(metrics_port, "/metrics", Duration::from_secs(30), |a| {
+        a.text().contains(r#"weatherflow_upstream_requests_total{status="200"} 1"#)
+    })
+    .text();
+    assert!(metrics.contains("weatherflow_upstream_readings_total 3"), "{metrics}");
+    assert!(metrics.contains("weatherflow_upstream_duplicates_total 0"), "{metrics}");
+    assert_eq!(crate::http::get(metrics_port, "/health").json()["role"], "produce");
 
     // The pipeline reads them (they are in the topic before it starts, so none is late)
     // and, once the partitions go quiet, closes their windows.

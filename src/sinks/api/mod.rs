@@ -11,6 +11,7 @@
 //! - [`prom`]: the Prometheus registry.
 
 pub mod model;
+pub mod ops;
 pub mod prom;
 pub mod query;
 pub mod routes;
@@ -179,6 +180,14 @@ pub struct ApiServer {
 impl ApiServer {
     /// Binds `addr` and serves `state` on a new thread.
     pub fn start(addr: SocketAddr, state: ApiState) -> Result<ApiServer, ApiError> {
+        Self::serve(addr, filter(state))
+    }
+
+    /// Binds `addr` and serves `routes` on a new thread.
+    pub fn serve<F>(addr: SocketAddr, routes: F) -> Result<ApiServer, ApiError>
+    where
+        F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+    {
         let bind = |source| ApiError::Bind { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
@@ -200,7 +209,7 @@ impl ApiServer {
                             return;
                         }
                     };
-                    let server = warp::serve(filter(state))
+                    let server = warp::serve(routes)
                         .incoming(listener)
                         .graceful(async move {
                             let _ = graceful.wait_for(|s| *s).await;

@@ -38,9 +38,9 @@ pub struct Prom {
 }
 
 impl Prom {
-    /// A registry with the HTTP latency histogram and the store gauges; add the
-    /// pipeline's or the consumer's collectors with [`Prom::register`].
-    pub fn new(store: Arc<Store>) -> Self {
+    /// A registry with the HTTP latency histogram and, given a store, its gauges; add
+    /// the pipeline's, the consumer's or the producer's collectors with [`Prom::register`].
+    pub fn new(store: Option<Arc<Store>>) -> Self {
         let mut registry = Registry::with_prefix("weatherflow");
         let http: Family<RouteLabel, Histogram> =
             Family::new_with_constructor(|| Histogram::new(LATENCY_BOUNDS.iter().copied()));
@@ -49,7 +49,9 @@ impl Prom {
             "Time to answer an API request, by route",
             http.clone(),
         );
-        registry.register_collector(Box::new(StoreCollector(store)));
+        if let Some(store) = store {
+            registry.register_collector(Box::new(StoreCollector(store)));
+        }
         Prom { registry, http }
     }
 

@@ -33,7 +33,7 @@ fn fixture(cors: &[&str]) -> Fixture {
     let ready = Arc::new(AtomicBool::new(true));
     let flag = ready.clone();
     let state = ApiState {
-        prom: Arc::new(Prom::new(store.clone())),
+        prom: Arc::new(Prom::new(Some(store.clone()))),
         store,
         readiness: Arc::new(move || {
             if flag.load(Ordering::Relaxed) {
