@@ -280,8 +280,9 @@ for name, svc in services.items():
 
     # Who serves HTTP on :8080, where the image's HEALTHCHECK looks?
     sub_eff = sub or "run"
-    serves = sub_eff == "serve" or (sub_eff == "run" and "--no-api" not in given
-                                    and str(given.get("--process", "0")) == "0")
+    serves = (sub_eff == "serve"
+              or (sub_eff == "run" and "--no-api" not in given and str(given.get("--process", "0")) == "0")
+              or (sub_eff == "produce" and "--api" in given))
     disabled = (svc.get("healthcheck") or {}).get("disable") is True
     if serves:
         api = str(given.get("--api", "127.0.0.1:8080"))
