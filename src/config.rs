@@ -381,6 +381,9 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// Keep serving the API after the input ends.
     pub linger: bool,
+    /// The station catalogue (`--stations FILE`): names and coordinates for the API and
+    /// the forecasts, whatever the source.
+    pub catalogue: Option<std::sync::Arc<[crate::stations::Station]>>,
 }
 
 /// Where the ML stage finds its models.
@@ -461,6 +464,7 @@ impl RunArgs {
         });
         let kafka = self.kafka.into_settings()?;
         let api = self.api.into_config()?;
+        let catalogue = self.generator.stations.load()?;
         if self.linger && api.is_none() {
             return Err(invalid("--linger", "keeps the API serving; drop --no-api"));
         }
@@ -483,7 +487,9 @@ impl RunArgs {
                     commit_interval: self.commit_interval,
                 })
             }
-            SourceKind::Generator => SourceConfig::Generator(self.generator.into_config(self.speed)?),
+            SourceKind::Generator => {
+                SourceConfig::Generator(self.generator.into_config_with(self.speed, catalogue.clone())?)
+            }
             SourceKind::File => {
                 if self.input.is_empty() {
                     return Err(invalid(
@@ -516,6 +522,7 @@ impl RunArgs {
             ml,
             api,
             linger: self.linger,
+            catalogue,
         })
     }
 }

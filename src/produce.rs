@@ -21,10 +21,10 @@ use crate::config::{OpenMeteoConfig, ProduceConfig, ProduceInput};
 use crate::kafka::KafkaSetupError;
 use crate::schema::format_rfc3339;
 use crate::schema::parse_json;
-use crate::sources::file::plan::{Format, Plan, PlanError};
-use crate::sources::generator::for_each_line;
 use crate::sinks::api::ApiServer;
 use crate::sinks::api::prom::Prom;
+use crate::sources::file::plan::{Format, Plan, PlanError};
+use crate::sources::generator::for_each_line;
 use crate::sources::open_meteo::{Client, ClientError, Poller, Stats};
 
 /// How long the final flush may take.
@@ -225,7 +225,10 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
         Some(addr) => {
             let mut prom = Prom::new(None);
             prom.register(Box::new(UpstreamCollector(upstream.clone())));
-            Some(ApiServer::serve(addr, crate::sinks::api::ops::filter(Arc::new(prom), "produce"))?)
+            Some(ApiServer::serve(
+                addr,
+                crate::sinks::api::ops::filter(Arc::new(prom), "produce"),
+            )?)
         }
         None => None,
     };
@@ -357,8 +360,16 @@ impl prometheus_client::collector::Collector for UpstreamCollector {
         }
         for (name, help, value) in [
             ("upstream_readings", "Readings received from Open-Meteo", stats.fetched),
-            ("upstream_duplicates", "Readings skipped as already published", stats.duplicates),
-            ("upstream_invalid", "Readings skipped as invalid weather-raw", stats.invalid),
+            (
+                "upstream_duplicates",
+                "Readings skipped as already published",
+                stats.duplicates,
+            ),
+            (
+                "upstream_invalid",
+                "Readings skipped as invalid weather-raw",
+                stats.invalid,
+            ),
             ("upstream_published", "Readings handed to Kafka", stats.published),
         ] {
             ConstCounter::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)?;

@@ -29,7 +29,7 @@ use crate::ml::MlError;
 use crate::ml::registry::{Watcher, load_latest};
 use crate::schema::format_rfc3339;
 use crate::sinks::api::prom::{PipelineCollector, Prom};
-use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role};
+use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role, catalogue_index};
 use crate::sinks::file::{JsonlWriter, SinkError, jsonl_predictions_sink, jsonl_sink};
 use crate::sinks::kafka::{KafkaOutput, kafka_features_sink, kafka_predictions_sink};
 use crate::sinks::store::Store;
@@ -248,6 +248,7 @@ fn start_api(
         role: Role::Run,
         attribution: api.attribution.map(|a| a.attribution()),
         cors_origins: api.cors_origins.clone().into(),
+        catalogue: catalogue_index(config.catalogue.as_deref()),
     };
     let server = ApiServer::start(api.addr, state)?;
     Ok((Some(store), Some(server)))
@@ -325,6 +326,20 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         None => None,
     };
     let ml_config = config.ml.clone();
+    let locations: crate::dataflow::predict::Locations = Arc::new(
+        config
+            .catalogue
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(|s| {
+                let location = crate::ml::features::Location {
+                    latitude: Some(s.latitude),
+                    longitude: Some(s.longitude),
+                };
+                (s.id.clone(), location)
+            })
+            .collect(),
+    );
     let metrics = Arc::new(Metrics::new(config.cluster.workers));
     let complete = Arc::new(AtomicBool::new(false));
     let (store, api) = start_api(&config, &metrics, &complete)?;
@@ -396,8 +411,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 }
                 if let (Some(models), Some(ml)) = (&models, &ml_config) {
                     let watcher = ml.poll.map(|every| Watcher::new(ml.models.clone(), every));
-                    let predictions =
-                        crate::dataflow::predict::predictions(windows, models.clone(), watcher, metrics.clone());
+                    let predictions = crate::dataflow::predict::predictions(
+                        windows,
+                        models.clone(),
+                        watcher,
+                        metrics.clone(),
+                        locations.clone(),
+                    );
                     if let Some(writer) = &prediction_writer {
                         jsonl_predictions_sink(predictions.clone(), writer.clone(), ctx.clone());
                     }

@@ -31,7 +31,7 @@ use crate::config::ServeConfig;
 use crate::kafka::KafkaSetupError;
 use crate::schema::{Prediction, WindowFeatures};
 use crate::sinks::api::prom::Prom;
-use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role};
+use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role, catalogue_index};
 use crate::sinks::store::Store;
 
 /// Bound on one metadata or offsets request.
@@ -378,6 +378,7 @@ fn start_api(config: &ServeConfig, store: &Arc<Store>, progress: &Arc<Progress>)
         role: Role::Serve,
         attribution: config.api.attribution.map(|a| a.attribution()),
         cors_origins: config.api.cors_origins.clone().into(),
+        catalogue: catalogue_index(config.catalogue.as_deref()),
     };
     Ok(ApiServer::start(config.api.addr, state)?)
 }

@@ -139,6 +139,9 @@ pub struct ServeArgs {
     /// `--history` of wall-clock time.
     #[arg(long, env = "WEATHERFLOW_SERVE_FROM_BEGINNING")]
     pub from_beginning: bool,
+    /// Station catalogue (`stations.toml`) whose names and coordinates `/stations` shows.
+    #[arg(long, env = "WEATHERFLOW_STATIONS")]
+    pub stations: Option<std::path::PathBuf>,
     /// Interval between progress log lines.
     #[arg(long, env = "WEATHERFLOW_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub progress_interval: Duration,
@@ -158,6 +161,8 @@ pub struct ServeConfig {
     pub from_beginning: bool,
     /// Progress log interval.
     pub progress_interval: Duration,
+    /// Names and coordinates for `/stations`.
+    pub catalogue: Option<std::sync::Arc<[crate::stations::Station]>>,
 }
 
 impl ServeArgs {
@@ -176,6 +181,10 @@ impl ServeArgs {
             api,
             from_beginning: self.from_beginning,
             progress_interval: self.progress_interval.max(Duration::from_millis(100)),
+            catalogue: match &self.stations {
+                Some(path) => Some(crate::stations::load(path)?.into()),
+                None => None,
+            },
         })
     }
 }

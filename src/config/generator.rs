@@ -72,6 +72,15 @@ impl GeneratorArgs {
     /// Validates the generator flags.
     pub fn into_config(self, speed: Speed) -> Result<GeneratorConfig, ConfigError> {
         let catalogue = self.stations.load()?;
+        self.into_config_with(speed, catalogue)
+    }
+
+    /// [`into_config`](Self::into_config) with the catalogue already loaded.
+    pub fn into_config_with(
+        self,
+        speed: Speed,
+        catalogue: Option<std::sync::Arc<[Station]>>,
+    ) -> Result<GeneratorConfig, ConfigError> {
         let stations = match (&self.stations, &catalogue) {
             (_, Some(c)) => c.len() as u64,
             (StationsArg::Count(n), None) => *n,

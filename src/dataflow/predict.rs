@@ -50,12 +50,17 @@ fn versions_of(models: &Models) -> ModelVersions {
     }
 }
 
+/// Station coordinates by id (from the station catalogue), for solar time and clear-sky
+/// features; a station missing here is forecast on UTC hours without them.
+pub type Locations = Arc<std::collections::HashMap<String, Location>>;
+
 /// Applies the models to every window. `watcher` enables hot reload.
 pub fn predictions<'s>(
     windows: StreamVec<'s, u64, WindowFeatures>,
     mut models: Models,
     mut watcher: Option<Watcher>,
     metrics: Arc<Metrics>,
+    locations: Locations,
 ) -> StreamVec<'s, u64, Prediction> {
     let mut stations: FxHashMap<String, StationState> = FxHashMap::default();
     let mut rows: Vec<[f32; DETECTOR_DIMS]> = Vec::new();
@@ -96,9 +101,8 @@ pub fn predictions<'s>(
                     let Some(state) = stations.get_mut(&window.station_id) else {
                         continue;
                     };
-                    // Station coordinates are not known in the stream yet: solar time falls
-                    // back to UTC and the clear-sky features to 0 (README, ML section).
-                    let step = state.step_scored(obs, Location::default(), &models, forest_score);
+                    let location = locations.get(&window.station_id).copied().unwrap_or_default();
+                    let step = state.step_scored(obs, location, &models, forest_score);
                     let Some(forecasts) = step.forecasts else { continue };
                     made += 1;
                     flagged += u64::from(step.anomaly.is_anomaly);

@@ -232,14 +232,16 @@ fn headless(bin: &str, url: &str, extra: &[String]) -> String {
 #[test]
 fn dashboard_shows_stations_and_plots_in_headless_chromium() {
     let Some(bin) = chromium() else { return };
-    // As a deployment showing Open-Meteo data runs it: the page must credit the source.
-    let mut args = live_generator("12");
+    // As a deployment showing Open-Meteo data runs it: the 20 catalogue stations, named,
+    // and the page must credit the source.
+    let catalogue = format!("{}/stations.toml", env!("CARGO_MANIFEST_DIR"));
+    let mut args = live_generator(&catalogue);
     args.extend(["--attribution", "open-meteo"].map(String::from));
     let pipeline = Pipeline::start(&args);
     let port = pipeline.port;
     until(port, "/stations", Duration::from_secs(60), |a| {
         let v = a.json();
-        v["count"] == 12
+        v["count"] == 20
             && v["stations"]
                 .as_array()
                 .is_some_and(|s| s.iter().all(|s| s["forecast_1h"].is_number()))
@@ -256,8 +258,10 @@ fn dashboard_shows_stations_and_plots_in_headless_chromium() {
         body_tag.contains(r#"data-state="ready""#),
         "the page never got ready: <body{body_tag}>"
     );
-    let stations = dom.matches("data-station=\"st-").count();
-    assert!(stations >= 12, "{stations} station rows in the DOM");
+    let stations = dom.matches(r#"class="station-row"#).count();
+    assert!(stations >= 20, "{stations} station rows in the DOM");
+    assert!(dom.contains("data-station=\"berlin-tegel\""), "catalogue ids");
+    assert!(dom.contains("Berlin Tegel"), "catalogue names");
     let points: usize = dom
         .split("data-points=\"")
         .nth(1)

@@ -227,6 +227,7 @@ fn predict(registry_dir: &Path, input: Vec<WindowFeatures>, swap_at: Option<usiz
                 models.clone(),
                 Some(watcher),
                 Arc::new(Metrics::new(1)),
+                Arc::default(),
             )
             .inspect(move |p| sink.borrow_mut().push(p.clone()))
             .probe_with(&probe);

@@ -286,7 +286,8 @@ fn open_meteo_readings_flow_through_kafka_into_windows() {
     keys.sort();
     assert_eq!(keys, ["berlin-tegel", "fairbanks", "sydney"]);
     let metrics = crate::http::until(metrics_port, "/metrics", Duration::from_secs(30), |a| {
-        a.text().contains(r#"weatherflow_upstream_requests_total{status="200"} 1"#)
+        a.text()
+            .contains(r#"weatherflow_upstream_requests_total{status="200"} 1"#)
     })
     .text();
     assert!(metrics.contains("weatherflow_upstream_readings_total 3"), "{metrics}");

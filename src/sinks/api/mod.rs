@@ -28,7 +28,10 @@ use warp::Filter;
 use warp::http::{HeaderValue, Method, header};
 use warp::reply::Response;
 
+use std::collections::HashMap;
+
 use crate::sinks::store::Store;
+use crate::stations::Station;
 use model::Attribution;
 use prom::Prom;
 use routes::{ALLOW, Request};
@@ -100,6 +103,8 @@ pub struct ApiState {
     pub attribution: Option<Attribution>,
     /// Origins allowed by CORS; empty turns CORS off. `*` allows any.
     pub cors_origins: Arc<[String]>,
+    /// Catalogue entries by station id: names and coordinates for `/stations`.
+    pub catalogue: Arc<HashMap<String, Station>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -109,6 +114,17 @@ impl std::fmt::Debug for ApiState {
             .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
+}
+
+/// A catalogue keyed by station id, for [`ApiState::catalogue`].
+pub fn catalogue_index(catalogue: Option<&[Station]>) -> Arc<HashMap<String, Station>> {
+    Arc::new(
+        catalogue
+            .unwrap_or_default()
+            .iter()
+            .map(|s| (s.id.clone(), s.clone()))
+            .collect(),
+    )
 }
 
 impl ApiState {

@@ -68,6 +68,14 @@ pub const OPEN_METEO: Attribution = Attribution {
 pub struct StationItem {
     /// The station.
     pub station_id: String,
+    /// Its name, when the station catalogue (`--stations FILE`) lists it.
+    pub name: Option<String>,
+    /// Degrees north, from the catalogue.
+    pub latitude: Option<f64>,
+    /// Degrees east, from the catalogue.
+    pub longitude: Option<f64>,
+    /// Metres above sea level, from the catalogue.
+    pub elevation: Option<f64>,
     /// End of its newest window; null when only predictions were seen.
     #[schema(format = DateTime)]
     pub window_end: Option<String>,

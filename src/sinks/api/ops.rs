@@ -38,7 +38,10 @@ fn answer(prom: &Prom, role: &'static str, method: &Method, path: &str) -> (&'st
         }
     };
     if *method != Method::GET && *method != Method::HEAD {
-        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}; use GET"));
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}; use GET"),
+        );
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
         return (label, r);
     }

@@ -322,12 +322,17 @@ pub fn openapi() -> Response {
     respond(StatusCode::OK, "application/json", doc.clone())
 }
 
-fn item(summary: &crate::sinks::store::StationSummary) -> StationItem {
+fn item(state: &ApiState, summary: &crate::sinks::store::StationSummary) -> StationItem {
     let f = summary.features.as_ref();
     let p = summary.prediction.as_ref();
     let mean = |i: usize| f.and_then(|f| f.mean(i));
+    let entry = state.catalogue.get(&*summary.station_id);
     StationItem {
         station_id: summary.station_id.to_string(),
+        name: entry.map(|e| e.name.clone()),
+        latitude: entry.map(|e| e.latitude),
+        longitude: entry.map(|e| e.longitude),
+        elevation: entry.map(|e| e.elevation),
         window_end: f.map(|f| format_rfc3339(f.end())),
         windows: summary.windows,
         temperature: mean(0),
@@ -349,7 +354,7 @@ pub fn stations(state: &ApiState, query: &str) -> Response {
         Err(e) => return bad_request(e),
     };
     let (count, summaries) = state.store.stations(limit);
-    let stations: Vec<StationItem> = summaries.iter().map(item).collect();
+    let stations: Vec<StationItem> = summaries.iter().map(|s| item(state, s)).collect();
     json(
         StatusCode::OK,
         &StationList {

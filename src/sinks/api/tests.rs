@@ -48,6 +48,13 @@ fn fixture(cors: &[&str]) -> Fixture {
         role: Role::Run,
         attribution: Some(OPEN_METEO),
         cors_origins: cors.iter().map(|s| s.to_string()).collect::<Vec<_>>().into(),
+        catalogue: super::catalogue_index(Some(&[crate::stations::Station {
+            id: "berlin".into(),
+            name: "Berlin Tegel, Germany".into(),
+            latitude: 52.5644,
+            longitude: 13.3088,
+            elevation: 36.0,
+        }])),
     };
     Fixture { state, ready }
 }
@@ -109,6 +116,8 @@ fn routes_answer_with_their_shapes() {
     assert_eq!(berlin["temperature"], 29.0);
     assert_eq!(berlin["forecast_1h"], 10.0);
     assert_eq!(berlin["windows"], 30);
+    assert_eq!(berlin["name"], "Berlin Tegel, Germany");
+    assert_eq!(v["stations"][1]["name"], Value::Null);
     assert_eq!(v["stations"][1]["anomaly_score"], Value::Null);
     assert_eq!(get(&state, "/stations?limit=1").json()["returned"], 1);
 
