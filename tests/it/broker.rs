@@ -5,7 +5,7 @@
 //! topics and consumer groups, so tests run in parallel against one broker.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,8 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use weatherflow::kafka::{KafkaSettings, Topics};
+
+use crate::common::spawn;
 
 /// The broker address, or `None` (after a notice) when the tests should skip.
 pub fn brokers() -> Option<String> {
@@ -239,4 +241,24 @@ pub fn signal(pid: u32, sig: &str) {
         .status()
         .expect("kill runs");
     assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// Starts `run --source kafka` on `settings`' topics as a child process: quick idle
+/// detection and frequent commits, so tests see windows close and offsets move promptly.
+pub fn pipeline(settings: &KafkaSettings, group: &str, extra: &[&str]) -> Child {
+    let mut args: Vec<String> = [
+        "run",
+        "--source",
+        "kafka",
+        "--idle-timeout",
+        "1s",
+        "--commit-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(topic_args(settings, group));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn(&args)
 }

@@ -14,29 +14,11 @@ use weatherflow::schema::{WindowFeatures, format_rfc3339, parse_json};
 use weatherflow::sources::kafka::checkpoint;
 use weatherflow::sources::kafka::partition::RETAIN_MS;
 
-use crate::broker::{Msg, Reader, brokers, fold, fresh_topics, produce, signal, topic_args};
+use crate::broker::{Msg, Reader, brokers, fold, fresh_topics, pipeline, produce, signal};
 use crate::common::{arg, free_port, replay, sorted_lines, spawn, wait};
 use crate::oracle::{self, Obs};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn pipeline(settings: &KafkaSettings, group: &str, extra: &[&str]) -> Child {
-    let mut args: Vec<String> = [
-        "run",
-        "--source",
-        "kafka",
-        "--idle-timeout",
-        "1s",
-        "--commit-interval",
-        "100ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(topic_args(settings, group));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    spawn(&args)
-}
 
 /// Stops pipeline processes with SIGTERM and asserts clean exits. All processes of a
 /// cluster are signalled before any is waited for: a timely process only finishes once

@@ -229,7 +229,7 @@ fn catalogue_file(dir: &std::path::Path, stations: &[Station]) -> PathBuf {
 
 #[test]
 fn open_meteo_readings_flow_through_kafka_into_windows() {
-    use crate::broker::{Reader, brokers, fresh_topics, signal, topic_args};
+    use crate::broker::{Reader, brokers, fresh_topics, signal};
     use clap::Parser;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -296,19 +296,7 @@ fn open_meteo_readings_flow_through_kafka_into_windows() {
 
     // The pipeline reads them (they are in the topic before it starts, so none is late)
     // and, once the partitions go quiet, closes their windows.
-    let mut args: Vec<String> = [
-        "run",
-        "--source",
-        "kafka",
-        "--idle-timeout",
-        "1s",
-        "--commit-interval",
-        "100ms",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(topic_args(&settings, "openmeteo-test"));
-    let pipeline = crate::common::spawn(&args);
+    let pipeline = crate::broker::pipeline(&settings, "openmeteo-test", &[]);
     let mut features = Reader::new(&brokers, &settings.topics.features);
     // Each reading lies in the five windows whose end is within five minutes after it.
     features.until(Duration::from_secs(120), "15 windows", |m| m.len() >= 15);

@@ -7,10 +7,7 @@
 
 use percent_encoding::percent_decode_str;
 
-use crate::schema::{MAX_EPOCH_MS, parse_rfc3339_clamped};
-
-/// Longest station id, bytes (DESIGN §3).
-pub const MAX_STATION_ID: usize = 64;
+use crate::schema::{MAX_EPOCH_MS, MAX_STATION_ID_BYTES as MAX_STATION_ID, parse_rfc3339_clamped};
 
 /// A client error: the message becomes `{"error": ...}` with status 400.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
