@@ -72,6 +72,24 @@ fn live_generator(stations: &str) -> Vec<String> {
     .to_vec()
 }
 
+/// A bounded generator run that keeps serving once its input is done (`--linger`), so a
+/// test can query final, complete answers.
+fn lingering_job(stations: &str, events: &str) -> Vec<String> {
+    [
+        "--stations",
+        stations,
+        "--events",
+        events,
+        "--speed",
+        "max",
+        "--start",
+        "2026-11-20T00:00:00Z",
+        "--linger",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn assert_error(a: &Answer, status: u16, needle: &str) {
     assert_eq!(a.status, status, "{}", a.text());
     assert_eq!(a.header("content-type"), Some("application/json"));
@@ -357,21 +375,8 @@ fn serve_rebuilds_the_same_answers_from_the_broker() {
     let Some(brokers) = brokers() else { return };
     let settings = fresh_topics(&brokers, "serve", 4);
     // Three hours of readings from 6 stations, then the pipeline lingers to be compared.
-    let mut args: Vec<String> = [
-        "-w",
-        "2",
-        "--stations",
-        "6",
-        "--events",
-        "6480",
-        "--speed",
-        "max",
-        "--start",
-        "2026-11-20T00:00:00Z",
-        "--linger",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = vec!["-w".into(), "2".into()];
+    args.extend(lingering_job("6", "6480"));
     args.extend(topic_args(&settings, "serve-test"));
     let pipeline = Pipeline::start(&args);
     until(pipeline.port, "/ready", Duration::from_secs(120), |a| {
@@ -449,20 +454,8 @@ fn schemathesis() -> Option<PathBuf> {
 #[test]
 fn schemathesis_finds_no_5xx_and_no_schema_violation() {
     let Some(bin) = schemathesis() else { return };
-    let args = [
-        "-w",
-        "2",
-        "--stations",
-        "10",
-        "--events",
-        "60000",
-        "--speed",
-        "max",
-        "--start",
-        "2026-11-20T00:00:00Z",
-        "--linger",
-    ]
-    .map(String::from);
+    let mut args: Vec<String> = vec!["-w".into(), "2".into()];
+    args.extend(lingering_job("10", "60000"));
     let pipeline = Pipeline::start(&args);
     let port = pipeline.port;
     until(port, "/ready", Duration::from_secs(60), |a| {
@@ -505,18 +498,7 @@ fn schemathesis_finds_no_5xx_and_no_schema_violation() {
 fn a_two_process_cluster_serves_every_station_from_process_0() {
     let dir = tempfile::tempdir().expect("temp dir");
     let hostfile = crate::common::hostfile(dir.path(), "api");
-    let job = [
-        "--stations",
-        "10",
-        "--events",
-        "12000",
-        "--speed",
-        "max",
-        "--start",
-        "2026-11-20T00:00:00Z",
-        "--linger",
-    ]
-    .map(String::from);
+    let job = lingering_job("10", "12000");
     // The reference: one process, one worker, same input.
     let single = Pipeline::start(&job);
     until(single.port, "/ready", Duration::from_secs(120), |a| {
