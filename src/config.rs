@@ -15,11 +15,13 @@ use crate::sources::generator::{GeneratorConfig, Speed};
 use crate::sources::kafka::{KafkaSourceConfig, StartOffset};
 
 mod api;
+mod bench;
 mod generator;
 mod ml;
 mod produce;
 
 pub use api::{ApiArgs, ApiConfig, AttributionConfig, AttributionKind, ServeArgs, ServeConfig};
+pub use bench::{BenchArgs, BenchConfig, BenchSource};
 pub use generator::{DEFAULT_GENERATOR_INTERVAL, GenerateArgs, GeneratorArgs, StationsArg};
 pub use ml::{EvaluateArgs, TrainArgs};
 pub use produce::{OpenMeteoConfig, ProduceArgs, ProduceConfig, ProduceFrom, ProduceInput};
@@ -146,6 +148,9 @@ pub enum Command {
     /// Serve the REST API and dashboard from the weather-features and weather-predictions
     /// topics (the API-only process of a deployment).
     Serve(ServeArgs),
+    /// Measure throughput, latency, CPU and memory: one fresh `run` process per worker
+    /// count and station count, a table and optional JSON.
+    Bench(BenchArgs),
 }
 
 /// Kafka connection flags, shared by `run` and `produce`.
@@ -270,6 +275,11 @@ pub struct RunArgs {
     /// Allowed lateness: readings older than (latest event time − lateness) are dropped.
     #[arg(long, env = "WEATHERFLOW_LATENESS", default_value = "10s", value_parser = parse_duration)]
     pub lateness: Duration,
+    /// How far ahead (event time) of the dataflow's output a source may read. Lower keeps
+    /// the time from a window's close to its emission short when replaying or catching
+    /// up; higher lets sources batch more. Live data never gets near it.
+    #[arg(long, env = "WEATHERFLOW_MAX_AHEAD", default_value = "30m", value_parser = parse_duration)]
+    pub max_ahead: Duration,
     /// File source: bytes per chunk, the unit of work split across workers.
     #[arg(long, env = "WEATHERFLOW_CHUNK_BYTES", default_value_t = 4 << 20)]
     pub chunk_bytes: u64,
@@ -298,6 +308,14 @@ pub struct RunArgs {
     /// Kafka source: least time between two offset commits.
     #[arg(long, env = "WEATHERFLOW_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub commit_interval: Duration,
+    /// Kafka source: read each partition up to where it ended when the run started, close
+    /// every window and exit, like a file replay (backfills, benchmarks).
+    #[arg(long, env = "WEATHERFLOW_STOP_AT_END", conflicts_with = "from_latest")]
+    pub stop_at_end: bool,
+    /// Write a machine-readable report of the finished run (counters, latency, CPU and
+    /// peak memory) to this JSON file; `weatherflow bench` reads it.
+    #[arg(long, hide = true)]
+    pub bench_report: Option<PathBuf>,
 }
 
 /// The shape of the timely cluster.
@@ -365,6 +383,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// Allowed lateness, ms.
     pub lateness_ms: u64,
+    /// How far sources may run ahead of the output frontier, ms.
+    pub max_ahead_ms: u64,
     /// Features output file for this process.
     pub output: Option<PathBuf>,
     /// Progress log interval.
@@ -465,6 +485,15 @@ impl RunArgs {
         let kafka = self.kafka.into_settings()?;
         let api = self.api.into_config()?;
         let catalogue = self.generator.stations.load()?;
+        if self.max_ahead < Duration::from_secs(60) {
+            return Err(invalid(
+                "--max-ahead",
+                "must be at least 1m: sources send whole event minutes",
+            ));
+        }
+        if self.stop_at_end && self.source != SourceKind::Kafka {
+            return Err(invalid("--stop-at-end", "only applies to --source kafka"));
+        }
         if self.linger && api.is_none() {
             return Err(invalid("--linger", "keeps the API serving; drop --no-api"));
         }
@@ -485,6 +514,7 @@ impl RunArgs {
                         StartOffset::Earliest
                     },
                     commit_interval: self.commit_interval,
+                    stop_at_end: self.stop_at_end,
                 })
             }
             SourceKind::Generator => {
@@ -514,6 +544,7 @@ impl RunArgs {
             },
             source,
             lateness_ms: self.lateness.as_millis() as u64,
+            max_ahead_ms: self.max_ahead.as_millis() as u64,
             output,
             progress_interval: self.progress_interval.max(Duration::from_millis(100)),
             log_format: self.log_format,

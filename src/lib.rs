@@ -14,10 +14,12 @@
 //! - [`config`]: the command line, validated once into a typed [`config::Config`].
 //! - [`run`]: starts the timely workers, reports progress, shuts down cleanly.
 //! - [`metrics`]: counters shared by workers and the progress reporter.
+//! - [`bench`]: `weatherflow bench`, one measured `run` child per configuration.
 //!
 //! Event time is the timely timestamp: epoch milliseconds, with records sent at the start
 //! of their event minute, so progress tracking pays per minute, not per reading.
 
+pub mod bench;
 pub mod config;
 pub mod dataflow;
 pub mod kafka;

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use weatherflow::config::{Cli, Command, EvaluateArgs, GenerateArgs, LogFormat, ProduceArgs, ServeArgs, TrainArgs};
+use weatherflow::config::{
+    BenchArgs, Cli, Command, EvaluateArgs, GenerateArgs, LogFormat, ProduceArgs, ServeArgs, TrainArgs,
+};
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -43,6 +45,10 @@ fn main() -> ExitCode {
             init_tracing(args.log_format);
             serve(args)
         }
+        Some(Command::Bench(args)) => {
+            init_tracing(args.log_format);
+            bench(args)
+        }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format);
             run(args)
@@ -77,11 +83,26 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 fn run(args: weatherflow::config::RunArgs) -> anyhow::Result<ExitCode> {
+    let report = args.bench_report.clone();
     let config = args.into_config()?;
     let stop = stop_flag()?;
     let summary = weatherflow::run::run(config, stop)?;
     eprint!("{summary}");
+    if let Some(path) = report {
+        weatherflow::bench::report::ChildReport::measure(&summary).write(&path)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let stop = stop_flag()?;
+    let result = weatherflow::bench::bench(&config, &stop)?;
+    Ok(if result.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -54,6 +54,8 @@ pub struct LatencyHistogram {
     buckets: [AtomicU64; LATENCY_BUCKETS],
     /// Sum of all recorded latencies, µs (Prometheus wants `_sum`).
     sum_micros: AtomicU64,
+    /// The largest recorded latency, µs, exactly (the buckets only bound it).
+    max_micros: AtomicU64,
 }
 
 impl Default for LatencyHistogram {
@@ -61,6 +63,7 @@ impl Default for LatencyHistogram {
         LatencyHistogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_micros: AtomicU64::new(0),
+            max_micros: AtomicU64::new(0),
         }
     }
 }
@@ -72,6 +75,15 @@ impl LatencyHistogram {
         let i = (micros.log2() * STEPS_PER_DOUBLING) as usize;
         self.buckets[i.min(LATENCY_BUCKETS - 1)].fetch_add(1, Relaxed);
         self.sum_micros.fetch_add(micros as u64, Relaxed);
+        self.max_micros.fetch_max(micros as u64, Relaxed);
+    }
+
+    /// The largest latency recorded; `None` when empty.
+    pub fn max(&self) -> Option<Duration> {
+        match self.max_micros.load(Relaxed) {
+            0 => None,
+            m => Some(Duration::from_micros(m)),
+        }
     }
 
     /// The histogram re-bucketed onto `bounds` (seconds, ascending) for Prometheus: per
@@ -107,8 +119,10 @@ impl LatencyHistogram {
         for (i, n) in counts.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                let upper = 2f64.powf((i + 1) as f64 / STEPS_PER_DOUBLING);
-                return Some(Duration::from_micros(upper as u64));
+                let upper = Duration::from_micros(2f64.powf((i + 1) as f64 / STEPS_PER_DOUBLING) as u64);
+                // A bucket's upper bound can exceed every latency in it; the exact maximum
+                // keeps a quantile from being reported above the largest latency seen.
+                return Some(self.max().map_or(upper, |max| upper.min(max)));
             }
         }
         None
@@ -145,6 +159,8 @@ pub struct Snapshot {
     pub ack_latency: Option<(Duration, Duration)>,
     /// Median and 99th percentile of the watermark-to-emit latency of windows.
     pub emit_latency: Option<(Duration, Duration)>,
+    /// The largest watermark-to-emit latency.
+    pub emit_latency_max: Option<Duration>,
 }
 
 impl Snapshot {
@@ -223,17 +239,22 @@ impl Metrics {
     }
 
     /// The smallest running worker watermark floored to the minute: what the sources'
-    /// capabilities hold back. `None` before every worker has a watermark.
+    /// capabilities hold back. `None` before every worker has a watermark; `u64::MAX` once
+    /// all have finished, which closes every remaining window at that moment (the end of
+    /// a replay), so their emit latency counts from the end of the input.
     fn frontier_ms(&self) -> Option<u64> {
         let mut min = u64::MAX;
         for w in &self.watermarks {
             match w.load(Relaxed) {
                 0 => return None,
-                u64::MAX => {}
                 ms => min = min.min(ms),
             }
         }
-        (min != u64::MAX).then(|| min / MINUTE_MS * MINUTE_MS)
+        Some(if min == u64::MAX {
+            u64::MAX
+        } else {
+            min / MINUTE_MS * MINUTE_MS
+        })
     }
 
     /// Records the emit latency of the windows ending at `end_ms`, emitted now: the time
@@ -300,6 +321,7 @@ impl Metrics {
             windows_acked: self.windows_acked.load(Relaxed),
             ack_latency: self.ack_latency.quantile(0.5).zip(self.ack_latency.quantile(0.99)),
             emit_latency: self.emit_latency.quantile(0.5).zip(self.emit_latency.quantile(0.99)),
+            emit_latency_max: self.emit_latency.max(),
         }
     }
 }
@@ -351,7 +373,27 @@ mod tests {
         let p99 = h.quantile(0.99).unwrap().as_secs_f64() * 1000.0;
         assert!((50.0..=50.0 * 1.2).contains(&p50), "{p50}");
         assert!((99.0..=99.0 * 1.2).contains(&p99), "{p99}");
+        assert_eq!(h.max(), Some(Duration::from_millis(100)));
         h.record(Duration::from_secs(3600));
         assert!(h.quantile(1.0).unwrap() >= Duration::from_secs(16));
+        assert_eq!(h.max(), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn windows_emitted_after_the_input_ends_count_from_its_end() {
+        let m = Metrics::new(2);
+        m.set_watermark(0, 5 * MINUTE_MS);
+        m.record_emit(MINUTE_MS); // the frontier is unknown until every worker reports
+        assert_eq!(m.emit_latency().max(), None);
+        m.set_watermark(1, 3 * MINUTE_MS);
+        m.record_emit(2 * MINUTE_MS); // passed when worker 1 reached minute 3
+        assert!(m.emit_latency().max().is_some());
+        m.record_emit(90 * MINUTE_MS); // not closed yet: not recorded
+        let recorded = m.emit_latency().rebucket(&[]).1;
+        assert_eq!(recorded, 1);
+        m.set_watermark(0, u64::MAX);
+        m.set_watermark(1, u64::MAX);
+        m.record_emit(90 * MINUTE_MS); // closed by the end of the input
+        assert_eq!(m.emit_latency().rebucket(&[]).1, 2);
     }
 }

@@ -115,7 +115,8 @@ impl fmt::Display for Summary {
             writeln!(f, "  windows to kafka  {} acknowledged", t.windows_acked)?;
         }
         if let Some((p50, p99)) = t.emit_latency {
-            writeln!(f, "  watermark→emit    p50 {p50:.1?}, p99 {p99:.1?}")?;
+            let max = t.emit_latency_max.unwrap_or_default();
+            writeln!(f, "  watermark→emit    p50 {p50:.1?}, p99 {p99:.1?}, max {max:.1?}")?;
         }
         if let Some((p50, p99)) = t.ack_latency {
             writeln!(f, "  emit→ack latency  p50 {p50:.1?}, p99 {p99:.1?}")?;
@@ -352,6 +353,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         let kafka_output = kafka_output.clone();
         let store = store.clone();
         let lateness_ms = config.lateness_ms;
+        let max_ahead_ms = config.max_ahead_ms;
         // Global worker index = process × workers + local index.
         let workers_per_process = config.cluster.workers;
         move |worker: &mut timely::worker::Worker| {
@@ -360,6 +362,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 metrics: metrics.clone(),
                 lateness_ms,
                 probe: probe.clone(),
+                max_ahead_ms,
                 local_index: worker.index() % workers_per_process,
                 failure: failure.clone(),
                 stop: stop.clone(),

@@ -37,6 +37,8 @@ pub mod window;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use differential_dataflow::VecCollection;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::dataflow::StreamVec;
 
@@ -44,6 +46,9 @@ use crate::metrics::Metrics;
 use crate::schema::{MINUTE_MS, Reading, WindowFeatures};
 use pane::{StationKey, StationNames};
 use window::{TrendDelta, WindowStats};
+
+/// The windows, arranged by station: what [`window_stats`] builds and [`trends`] joins.
+pub type WindowArrangement<'s> = Arranged<'s, TraceAgent<ValSpine<StationKey, WindowStats, u64, isize>>>;
 
 /// Builds the window pipeline over a stream of readings timed at their event minute.
 /// `on_fatal` is called when the run cannot continue correctly (a station key collision).
@@ -54,7 +59,16 @@ pub fn windows<'s>(
 ) -> StreamVec<'s, u64, WindowFeatures> {
     let names: StationNames = Rc::default();
     let panes = pane::build_panes(readings, names.clone(), on_fatal, metrics.clone());
-    let arranged = panes
+    let arranged = window_stats(panes);
+    let windows = arranged.clone().as_collection(|station, stats| (*station, *stats));
+    let trends = trends(arranged);
+    emit::emit_windows(windows.inner, trends.inner, names, metrics)
+}
+
+/// The window reduce: each station's live panes (at most five) folded into its window.
+/// Public so the micro-benchmarks can measure it apart from the rest of the graph.
+pub fn window_stats<'s>(panes: pane::PaneCollection<'s>) -> WindowArrangement<'s> {
+    panes
         .arrange_by_key_named("Arrange: Panes")
         .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<StationKey, WindowStats, u64, isize>, _, _>(
             "Windows",
@@ -63,16 +77,18 @@ pub fn windows<'s>(
                 batch.clear();
                 batch.extend(updates.drain(..).map(|(stats, t, r)| ((*station, stats), t, r)));
             },
-        );
-    let windows = arranged.clone().as_collection(|station, stats| (*station, *stats));
-    // Only the means cross the join: the previous window's other statistics are not needed.
-    let previous = windows
+        )
+}
+
+/// The trend join: each window with the same station's window one minute earlier.
+/// Only the means cross the join: the previous window's other statistics are not needed.
+pub fn trends<'s>(arranged: WindowArrangement<'s>) -> VecCollection<'s, u64, (StationKey, TrendDelta), isize> {
+    let previous = arranged
         .clone()
-        .map(|(station, stats)| (station, stats.means()))
+        .as_collection(|station, stats| (*station, stats.means()))
         .delay(|t| t + MINUTE_MS)
         .arrange_by_key();
-    let trends = arranged.join_core(previous, |station, now, prev| {
+    arranged.join_core(previous, |station, now, prev| {
         Some((*station, TrendDelta::between(&now.means(), prev)))
-    });
-    emit::emit_windows(windows.inner, trends.inner, names, metrics)
+    })
 }

@@ -7,7 +7,7 @@
 //! Invalid readings are counted by reason and never enter the dataflow.
 //!
 //! Sources also pace themselves against a probe at the end of the dataflow: a worker does
-//! not run more than [`MAX_AHEAD_MS`] of event time ahead of the slowest part of the
+//! not run more than `--max-ahead` ([`DEFAULT_MAX_AHEAD_MS`]) of event time ahead of the slowest part of the
 //! cluster. Timely has no backpressure between operators; without this, a fast worker's
 //! readings pile up downstream waiting for a slow worker's watermark (the pitfall the
 //! issue describes for Flink and Bytewax).
@@ -28,8 +28,9 @@ use timely::dataflow::operators::generic::OutputBuilderSession;
 use crate::metrics::Metrics;
 use crate::schema::{Reading, floor_minute};
 
-/// How far (event time, ms) a source may run ahead of the dataflow's output frontier.
-pub const MAX_AHEAD_MS: u64 = 30 * 60_000;
+/// How far (event time, ms) a source may run ahead of the dataflow's output frontier,
+/// unless `--max-ahead` says otherwise.
+pub const DEFAULT_MAX_AHEAD_MS: u64 = 30 * 60_000;
 
 /// What every source needs from the worker that runs it.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct SourceContext {
     pub lateness_ms: u64,
     /// The output frontier of the dataflow, for pacing.
     pub probe: ProbeHandle<u64>,
+    /// How far (event time, ms) this source may run ahead of `probe`.
+    pub max_ahead_ms: u64,
     /// This worker's index within its process, for per-worker metrics.
     pub local_index: usize,
     /// The first fatal error of any operator in this process; the run loop stops on it.
@@ -69,7 +72,7 @@ impl SourceContext {
     pub fn may_send(&self, ms: u64) -> bool {
         self.probe.with_frontier(|f| match f.first() {
             None | Some(0) => true,
-            Some(&lowest) => ms <= lowest.saturating_add(MAX_AHEAD_MS),
+            Some(&lowest) => ms <= lowest.saturating_add(self.max_ahead_ms),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! the real executable, and the pipeline against a real Kafka-protocol broker.
 
 mod api;
+mod bench;
 mod broker;
 mod cluster;
 mod common;

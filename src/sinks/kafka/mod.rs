@@ -12,7 +12,7 @@
 //! `message.timeout.ms=0` makes librdkafka retry a record until the broker takes it, so an
 //! outage delays output rather than losing it. When the local queue is full the sink keeps
 //! the rest of its batch, holds its capabilities and tries again shortly: the durable
-//! frontier stops, the sources' pacing (`sources::MAX_AHEAD_MS`) stops reading, and memory
+//! frontier stops, the sources' pacing (`--max-ahead`) stops reading, and memory
 //! stays bounded. A delivery error that retrying cannot fix (a record too large, a topic
 //! the user may not write) stops the run: continuing would silently lose data.
 

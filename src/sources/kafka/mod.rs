@@ -79,6 +79,10 @@ pub struct KafkaSourceConfig {
     pub start: StartOffset,
     /// Minimum time between two offset commits.
     pub commit_interval: Duration,
+    /// Read every partition up to its end as of the start ([`KafkaPlan::end_offsets`]),
+    /// then finish like a file replay: every window closes and the run ends. For
+    /// backfills and benchmarks, whose result must not depend on wall-clock idleness.
+    pub stop_at_end: bool,
 }
 
 /// Messages handled per activation before yielding to other operators.
@@ -358,6 +362,17 @@ pub fn kafka_source<'s>(
             batch.sort_unstable_by_key(|r| r.timestamp_ms);
             give_by_minute(output_handle, held, &mut batch);
             tally.flush(&ctx.metrics);
+            if config.stop_at_end && !stopping && plan.reached_end(&committer.parts) {
+                for part in &committer.parts {
+                    ctx.metrics.set_partition_lag(part.id, part.lag().unwrap_or(0));
+                }
+                tracing::info!(partitions = ?plan.owned_by(index, peers), "read to the end; finishing");
+                // Dropping the capability closes every window, as the end of a file does;
+                // the run loop then drains the sinks and makes the final commit.
+                ctx.metrics.set_watermark(ctx.local_index, u64::MAX);
+                cap = None;
+                return;
+            }
             if !stopping {
                 let live: Vec<&PartitionState> = committer
                     .parts

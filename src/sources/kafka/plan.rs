@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::partition::Resume;
+use super::partition::{PartitionState, Resume};
 use super::{KafkaSourceConfig, SETUP_TIMEOUT, checkpoint};
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 
@@ -19,6 +19,9 @@ pub struct KafkaPlan {
     pub committed: HashMap<i32, (i64, Option<Resume>)>,
     /// Windows ending before this were acknowledged by an earlier run (ms; 0 = none).
     pub resume_ms: u64,
+    /// With `--stop-at-end`: per partition, its (low, high) offsets when the run started.
+    /// Reading up to `high` is "the end"; what arrives later is left for the next run.
+    pub end_offsets: HashMap<i32, (i64, i64)>,
 }
 
 impl KafkaPlan {
@@ -87,10 +90,29 @@ impl KafkaPlan {
             .filter_map(|(_, r)| r.map(|r| r.durable_ms))
             .max()
             .unwrap_or(0);
+        let mut end_offsets = HashMap::new();
+        if cfg.stop_at_end {
+            for p in &partitions {
+                let ends = consumer
+                    .fetch_watermarks(topic, *p, SETUP_TIMEOUT)
+                    .map_err(request(&format!("reading the end offset of partition {p}")))?;
+                end_offsets.insert(*p, ends);
+            }
+        }
         Ok(KafkaPlan {
             partitions,
             committed,
             resume_ms,
+            end_offsets,
+        })
+    }
+
+    /// Whether every partition in `parts` has been read up to its end offset. A partition
+    /// without data (high = low) is at its end before anything is read.
+    pub fn reached_end(&self, parts: &[PartitionState]) -> bool {
+        parts.iter().all(|p| match self.end_offsets.get(&p.id) {
+            Some(&(low, high)) => high <= low || p.next_offset.is_some_and(|next| next >= high),
+            None => true,
         })
     }
 
