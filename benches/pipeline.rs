@@ -2,8 +2,8 @@
 //! 10 s cadence, the core benchmark's shape).
 //!
 //! The dataflow stages cannot run alone, so they are measured cumulatively on the same
-//! readings: panes; panes + window reduce; panes + reduce + trend join; the whole window
-//! graph. The difference between two consecutive figures is the cost of the stage added.
+//! readings: panes; panes + window reduce; the whole window graph (+ the emitter, which
+//! also takes the trend). The difference between two consecutive figures is the cost of the stage added.
 //! Each dataflow iteration builds a fresh single-worker graph, feeds every reading minute
 //! by minute and steps until the probe is done, so the figures include progress tracking
 //! and compaction, as in a run.
@@ -19,7 +19,7 @@ use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use weatherflow::config::{Cli, Command};
-use weatherflow::dataflow::{pane, predict, trends, window_stats, windows};
+use weatherflow::dataflow::{pane, predict, window_stats, windows};
 use weatherflow::metrics::Metrics;
 use weatherflow::ml::features::{self, Location};
 use weatherflow::ml::forecast::StationForecaster;
@@ -72,7 +72,6 @@ fn readings(lines: &[Vec<u8>]) -> Vec<Reading> {
 enum Stage {
     Panes,
     Reduce,
-    Join,
     Windows,
 }
 
@@ -99,13 +98,6 @@ fn run_stage(input: Vec<Reading>, stage: Stage) -> usize {
                     let panes = pane::build_panes(stream, Default::default(), fatal, metrics);
                     window_stats(panes)
                         .stream
-                        .inspect_batch(move |_, b| count.set(count.get() + b.len()))
-                        .probe_with(&probe);
-                }
-                Stage::Join => {
-                    let panes = pane::build_panes(stream, Default::default(), fatal, metrics);
-                    trends(window_stats(panes))
-                        .inner
                         .inspect_batch(move |_, b| count.set(count.get() + b.len()))
                         .probe_with(&probe);
                 }
@@ -185,7 +177,6 @@ fn dataflow(c: &mut Criterion) {
     for (name, stage) in [
         ("panes", Stage::Panes),
         ("panes+reduce", Stage::Reduce),
-        ("panes+reduce+join", Stage::Join),
         ("windows(all)", Stage::Windows),
     ] {
         group.bench_function(name, |b| {

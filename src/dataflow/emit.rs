@@ -1,17 +1,27 @@
-//! Window emission: turns the continuously maintained window and trend collections into
-//! exactly one weather-features record per non-empty (station, window end).
+//! Window emission: turns the continuously maintained window arrangement into exactly one
+//! weather-features record per non-empty (station, window end), with its trend.
 //!
 //! Differential reports only *changes*: when a station's window at `E + 1 min` holds the
 //! same panes as at `E` (no pane entered or left), nothing is emitted for `E + 1 min`, yet
 //! the contract wants that window too. So this operator keeps the accumulated value of
-//! each station's window and trend (an upsert view of the two arrangements), and when the
-//! frontier passes a window end `E` it applies every update at times `≤ E` and emits every
-//! station whose window is live at `E`. Updates are bucketed by *their own* time, not the
-//! message capability (notes §3.4), and the operator holds a capability at its input
-//! frontier so it can emit for minutes in which no update arrived.
+//! each station's window (an upsert view of the arrangement), and when the frontier passes
+//! a window end `E` it applies every update at times `≤ E` and emits every station whose
+//! window is live at `E`. Updates are bucketed by *their own* time, not the message
+//! capability (notes §3.4), and the operator holds a capability at its input frontier so
+//! it can emit for minutes in which no update arrived.
 //!
-//! Transient `−old/+new` pairs from the join cancel in the accumulation, so no
-//! `consolidate` is needed in front of it.
+//! # The trend
+//! `trend.<var>_change_1m` is this window's mean minus the mean of the same station's
+//! window ending one minute earlier. The view already walks every window end in order and
+//! emits every live station at each, so a station's previous window exists exactly when
+//! it was emitted at `E − 1 min`: keeping its exact means from that emission gives the
+//! trend with no further dataflow. An earlier design joined the window arrangement with
+//! itself delayed by a minute; that join, its delay and its second arrangement were 26 %
+//! of a replay's CPU (BENCHMARKS.md) for the same numbers, since every station's window
+//! changes every minute and so both sides of the join did too.
+//!
+//! Transient `−old/+new` pairs cancel in the accumulation, so no `consolidate` is needed
+//! in front of it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +33,7 @@ use timely::dataflow::{Stream, StreamVec};
 use timely::progress::frontier::MutableAntichain;
 
 use super::pane::{StationKey, StationNames};
-use super::window::{TrendDelta, WindowStats};
+use super::window::{Means, TrendDelta, WindowStats};
 use crate::metrics::Metrics;
 use crate::schema::{MINUTE_MS, Trend, Var, WindowFeatures};
 
@@ -60,15 +70,12 @@ impl<V> Default for Accum<V> {
 #[derive(Debug, Default)]
 struct Station {
     window: Accum<WindowStats>,
-    trend: Accum<TrendDelta>,
+    /// The end and exact means of the last window emitted for this station.
+    emitted: Option<(u64, Means)>,
 }
 
-/// Updates waiting for their time to close, by kind.
-#[derive(Default)]
-struct Pending {
-    windows: Vec<(StationKey, WindowStats, isize)>,
-    trends: Vec<(StationKey, TrendDelta, isize)>,
-}
+/// Window updates waiting for their time to close.
+type Pending = Vec<(StationKey, WindowStats, isize)>;
 
 fn lower(frontier: &MutableAntichain<u64>) -> Option<u64> {
     frontier.frontier().iter().min().copied()
@@ -77,31 +84,22 @@ fn lower(frontier: &MutableAntichain<u64>) -> Option<u64> {
 /// Emits one [`WindowFeatures`] per live station and closed window end, at time `E`.
 pub fn emit_windows<'s>(
     windows: Stream<'s, u64, Updates<WindowStats>>,
-    trends: Stream<'s, u64, Updates<TrendDelta>>,
     names: StationNames,
     metrics: Arc<Metrics>,
 ) -> StreamVec<'s, u64, WindowFeatures> {
-    windows.binary_frontier(trends, Pipeline, Pipeline, "EmitWindows", move |cap, _info| {
+    windows.unary_frontier(Pipeline, "EmitWindows", move |cap, _info| {
         let mut cap = Some(cap);
         let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
         let mut live: FxHashMap<u64, Station> = FxHashMap::default();
         let mut next_end: u64 = 0;
-        move |(win_in, win_frontier), (trend_in, trend_frontier), output| {
-            win_in.for_each(|_cap, data| {
+        move |(input, input_frontier), output| {
+            input.for_each(|_cap, data| {
                 for ((station, agg), time, diff) in data.drain(..) {
-                    pending.entry(time).or_default().windows.push((station, agg, diff));
-                }
-            });
-            trend_in.for_each(|_cap, data| {
-                for ((station, delta), time, diff) in data.drain(..) {
-                    pending.entry(time).or_default().trends.push((station, delta, diff));
+                    pending.entry(time).or_default().push((station, agg, diff));
                 }
             });
             let Some(held) = cap.as_mut() else { return };
-            let frontier = match (lower(win_frontier), lower(trend_frontier)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let frontier = lower(input_frontier);
             let mut emitted = 0u64;
             loop {
                 // With live windows every minute needs a record; otherwise skip ahead to
@@ -121,21 +119,27 @@ pub fn emit_windows<'s>(
                     if *entry.key() > end {
                         break;
                     }
-                    let Pending { windows, trends } = entry.remove();
-                    for (s, agg, d) in windows {
+                    for (s, agg, d) in entry.remove() {
                         live.entry(s.0).or_default().window.update(agg, d);
                     }
-                    for (s, delta, d) in trends {
-                        live.entry(s.0).or_default().trend.update(delta, d);
-                    }
                 }
-                live.retain(|_, st| !(st.window.0.is_empty() && st.trend.0.is_empty()));
+                // A station without a window at `end` leaves; if it comes back, its first
+                // window has no previous one, so no trend.
+                live.retain(|_, st| !st.window.0.is_empty());
                 metrics.record_emit(end);
                 let at = held.delayed(&end);
                 let mut session = output.session(&at);
-                for (station, st) in &live {
+                for (station, st) in live.iter_mut() {
                     if let Some(agg) = st.window.current() {
-                        session.give(features(&names, StationKey(*station), end, agg, st.trend.current()));
+                        let means = agg.means();
+                        let trend = match &st.emitted {
+                            Some((prev_end, prev)) if prev_end + MINUTE_MS == end => {
+                                Some(TrendDelta::between(&means, prev))
+                            }
+                            _ => None,
+                        };
+                        session.give(features(&names, StationKey(*station), end, agg, trend.as_ref()));
+                        st.emitted = Some((end, means));
                         emitted += 1;
                     }
                 }

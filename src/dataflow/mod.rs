@@ -1,10 +1,8 @@
 //! Graph assembly: readings in, one weather-features record per closed window out.
 //!
 //! ```text
-//! readings ─exchange(station)─► Panes ─(+1 @ m+1, −1 @ m+6)─► reduce by station ─► windows ─┐
-//!  (time = event minute)         dedup, exact moments          (arranged, ≤5 panes/key)    │
-//!                                                                 │                        ▼
-//!                                                  delay(+1 min) ─► arrange ─► join ─► EmitWindows ─► WindowFeatures
+//! readings ─exchange(station)─► Panes ─(+1 @ m+1, −1 @ m+6)─► reduce by station ─► EmitWindows ─► WindowFeatures
+//!  (time = event minute)         dedup, exact moments          (arranged, ≤5 panes/key)   (upsert view, trend)
 //! ```
 //!
 //! # Why this design
@@ -16,9 +14,9 @@
 //! two updates per pane, and `reduce` sees at most five values per key. It was the fastest
 //! correct design, and it is the one used here.
 //!
-//! The trend is an arrangement join: the reduce's output arrangement (window ending at
-//! `E`) joined with the same collection delayed by one minute (window ending at `E − 1`).
-//! Every arrangement is compacted by differential as the frontier advances; the only
+//! The trend (this window's mean minus the previous minute's) is taken by the emitter,
+//! which walks every window end in order anyway: see [`emit`] for why this replaced a
+//! self-join of the window arrangement delayed by a minute. Every arrangement is compacted by differential as the frontier advances; the only
 //! state outside differential is one open minute of samples per station in [`pane`] and
 //! the current window per station in [`emit`], so memory follows the live stations, not
 //! the length of the stream.
@@ -37,17 +35,16 @@ pub mod window;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use differential_dataflow::VecCollection;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use timely::dataflow::StreamVec;
 
 use crate::metrics::Metrics;
-use crate::schema::{MINUTE_MS, Reading, WindowFeatures};
+use crate::schema::{Reading, WindowFeatures};
 use pane::{StationKey, StationNames};
-use window::{TrendDelta, WindowStats};
+use window::WindowStats;
 
-/// The windows, arranged by station: what [`window_stats`] builds and [`trends`] joins.
+/// The windows, arranged by station: what [`window_stats`] builds.
 pub type WindowArrangement<'s> = Arranged<'s, TraceAgent<ValSpine<StationKey, WindowStats, u64, isize>>>;
 
 /// Builds the window pipeline over a stream of readings timed at their event minute.
@@ -60,9 +57,11 @@ pub fn windows<'s>(
     let names: StationNames = Rc::default();
     let panes = pane::build_panes(readings, names.clone(), on_fatal, metrics.clone());
     let arranged = window_stats(panes);
-    let windows = arranged.clone().as_collection(|station, stats| (*station, *stats));
-    let trends = trends(arranged);
-    emit::emit_windows(windows.inner, trends.inner, names, metrics)
+    emit::emit_windows(
+        arranged.as_collection(|station, stats| (*station, *stats)).inner,
+        names,
+        metrics,
+    )
 }
 
 /// The window reduce: each station's live panes (at most five) folded into its window.
@@ -78,17 +77,4 @@ pub fn window_stats<'s>(panes: pane::PaneCollection<'s>) -> WindowArrangement<'s
                 batch.extend(updates.drain(..).map(|(stats, t, r)| ((*station, stats), t, r)));
             },
         )
-}
-
-/// The trend join: each window with the same station's window one minute earlier.
-/// Only the means cross the join: the previous window's other statistics are not needed.
-pub fn trends<'s>(arranged: WindowArrangement<'s>) -> VecCollection<'s, u64, (StationKey, TrendDelta), isize> {
-    let previous = arranged
-        .clone()
-        .as_collection(|station, stats| (*station, stats.means()))
-        .delay(|t| t + MINUTE_MS)
-        .arrange_by_key();
-    arranged.join_core(previous, |station, now, prev| {
-        Some((*station, TrendDelta::between(&now.means(), prev)))
-    })
 }

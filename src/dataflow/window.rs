@@ -1,5 +1,5 @@
 //! Sliding-window aggregates: the `reduce` that folds a station's live panes into one
-//! compact [`WindowStats`], and the exact means the trend join works on.
+//! compact [`WindowStats`], and the exact means the trend is taken from.
 //!
 //! Because each pane is present in the collection exactly while it belongs to the window
 //! ending at the current time (see [`super::pane`]), the accumulated input of a station's
@@ -180,7 +180,7 @@ impl WindowStats {
         }
     }
 
-    /// The exact means, for the trend join.
+    /// The exact means, for the trend.
     pub fn means(&self) -> Means {
         Means(self.vars.map(|v| (v.sum, v.count)))
     }
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn arranged_values_stay_small() {
-        // Every window change moves these through the arrangement, join and emitter.
+        // Every window change moves these through the arrangement and the emitter.
         assert!(std::mem::size_of::<WindowStats>() <= 168);
         assert!(std::mem::size_of::<Means>() <= 64);
         assert_eq!(std::mem::size_of::<TrendDelta>(), 32);
