@@ -275,9 +275,10 @@ pub struct RunArgs {
     /// Allowed lateness: readings older than (latest event time − lateness) are dropped.
     #[arg(long, env = "WEATHERFLOW_LATENESS", default_value = "10s", value_parser = parse_duration)]
     pub lateness: Duration,
-    /// How far ahead (event time) of the dataflow's output a source may read. Lower keeps
-    /// the time from a window's close to its emission short when replaying or catching
-    /// up; higher lets sources batch more. Live data never gets near it.
+    /// How far ahead (event time) of the dataflow's output a source may read when
+    /// replaying or catching up; it bounds what is in flight. Must exceed the lateness by
+    /// at least a minute; small values cost throughput (each output minute becomes a
+    /// round trip). Live data never gets near it.
     #[arg(long, env = "WEATHERFLOW_MAX_AHEAD", default_value = "30m", value_parser = parse_duration)]
     pub max_ahead: Duration,
     /// File source: bytes per chunk, the unit of work split across workers.
@@ -485,10 +486,16 @@ impl RunArgs {
         let kafka = self.kafka.into_settings()?;
         let api = self.api.into_config()?;
         let catalogue = self.generator.stations.load()?;
-        if self.max_ahead < Duration::from_secs(60) {
+        // A source at most `max_ahead` past the output frontier P holds the watermark at
+        // most at P + max_ahead − lateness; the frontier can only pass the next minute if
+        // that is at least a minute.
+        if self.max_ahead < self.lateness + Duration::from_secs(60) {
             return Err(invalid(
                 "--max-ahead",
-                "must be at least 1m: sources send whole event minutes",
+                format!(
+                    "must be at least --lateness ({:?}) + 1m, or the watermark can never pass the next minute",
+                    self.lateness
+                ),
             ));
         }
         if self.stop_at_end && self.source != SourceKind::Kafka {

@@ -98,6 +98,8 @@ pub struct BenchResult {
     pub medians: Vec<MedianRow>,
     /// Memory per added station, between consecutive station counts.
     pub marginal_memory: Vec<MarginalRow>,
+    /// Extra `run` flags every run had.
+    pub run_args: Vec<String>,
     /// True when Ctrl-C ended the bench early.
     pub interrupted: bool,
 }
@@ -124,6 +126,7 @@ pub fn bench(config: &BenchConfig, stop: &AtomicBool) -> Result<BenchResult, Ben
         runs: Vec::new(),
         medians: Vec::new(),
         marginal_memory: Vec::new(),
+        run_args: config.run_args.clone(),
         interrupted: false,
     };
     let _ = table::header(&mut table);
@@ -299,8 +302,13 @@ fn run_child(
             interval,
             seed,
             no_faults,
+            speed,
         } => {
-            args.extend(["--source".into(), "generator".into(), "--speed".into(), "max".into()]);
+            let speed = match speed {
+                crate::sources::generator::Speed::Max => "max".to_owned(),
+                crate::sources::generator::Speed::Factor(f) => f.to_string(),
+            };
+            args.extend(["--source".into(), "generator".into(), "--speed".into(), speed.into()]);
             generator_args(&mut args, spec.stations, *events, *interval, *seed);
             if *no_faults {
                 args.push("--no-faults".into());
@@ -323,6 +331,7 @@ fn run_child(
             Some(*events)
         }
     };
+    args.extend(config.run_args.iter().map(OsString::from));
     // The child gets the same Ctrl-C as the bench (one process group): it stops cleanly
     // and reports `interrupted`, or, at a second Ctrl-C, exits without a report.
     spawn_following(exe, &args, label, expected, stop)?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{ConfigError, LogFormat, SourceKind, invalid, parse_duration};
+use crate::sources::generator::Speed;
 
 /// Flags of `weatherflow bench`.
 #[derive(Clone, Debug, Args)]
@@ -48,6 +49,11 @@ pub struct BenchArgs {
     /// Generator: event-time cadence of each station.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub interval: Duration,
+    /// Generator: event-time pace, as for `run` (`max`, or event seconds per wall second).
+    /// With 1,000 stations at 10 s, `10000` offers 1 M readings/s: latency at a given
+    /// load, rather than at saturation.
+    #[arg(long, default_value = "max", value_parser = super::parse_speed)]
+    pub speed: Speed,
     /// Generator (and the Kafka load): no injected faults (duplicates, late and invalid
     /// readings), so every run sees exactly `--events` valid readings.
     #[arg(long)]
@@ -65,10 +71,13 @@ pub struct BenchArgs {
     /// Log format of the bench's own messages.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Further `run` flags for every run, after `--` (e.g. `-- --max-ahead 2m`).
+    #[arg(last = true, value_name = "RUN FLAGS")]
+    pub run_args: Vec<String>,
 }
 
 /// Where a bench's readings come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum BenchSource {
     /// The generator, `events` readings per run.
     Generator {
@@ -80,6 +89,8 @@ pub enum BenchSource {
         seed: u64,
         /// No injected faults.
         no_faults: bool,
+        /// Pace.
+        speed: Speed,
     },
     /// A file replay.
     File {
@@ -131,6 +142,8 @@ pub struct BenchConfig {
     pub models: PathBuf,
     /// JSON destination (`-` = stdout).
     pub json: Option<PathBuf>,
+    /// Extra `run` flags.
+    pub run_args: Vec<String>,
 }
 
 /// More workers than this on one machine only measures the scheduler.
@@ -165,6 +178,7 @@ impl BenchArgs {
                     interval: self.interval,
                     seed: self.seed,
                     no_faults: self.no_faults,
+                    speed: self.speed,
                 }
             }
             SourceKind::File => {
@@ -203,6 +217,7 @@ impl BenchArgs {
             ml: !self.no_ml,
             models: self.models,
             json: self.json,
+            run_args: self.run_args,
         })
     }
 }

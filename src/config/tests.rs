@@ -137,6 +137,13 @@ fn rejects_nonsense_with_the_flag_named() {
         (&["weatherflow", "--stations", "0"], "--stations"),
         (&["weatherflow", "-n", "2", "--output", "x.jsonl"], "--output"),
         (&["weatherflow", "--start", "noon"], "--start"),
+        // The watermark could never pass the next minute.
+        (&["weatherflow", "--max-ahead", "60s"], "--max-ahead"),
+        (
+            &["weatherflow", "--lateness", "2m", "--max-ahead", "150s"],
+            "--max-ahead",
+        ),
+        (&["weatherflow", "--stop-at-end"], "--stop-at-end"),
     ] {
         let err = parse(args).unwrap_err();
         assert!(err.contains(flag), "{args:?}: {err}");
@@ -144,6 +151,7 @@ fn rejects_nonsense_with_the_flag_named() {
     assert!(parse(&["weatherflow", "--speed", "fast"]).is_err());
     assert!(parse(&["weatherflow", "--speed", "-1"]).is_err());
     assert!(parse(&["weatherflow", "--bogus"]).is_err());
+    assert!(parse(&["weatherflow", "--max-ahead", "70s"]).is_ok());
 }
 
 #[test]

@@ -17,9 +17,9 @@ const WINDOWS_PER_STATION: u64 = 104;
 fn bench(args: &[&str]) -> (Value, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("bench.json");
-    let mut all: Vec<String> = vec!["bench".into()];
+    // `--json` first: anything after a `--` in `args` belongs to the runs.
+    let mut all: Vec<String> = vec!["bench".into(), "--json".into(), arg(&json)];
     all.extend(args.iter().map(|a| (*a).to_owned()));
-    all.extend(["--json".into(), arg(&json)]);
     let output = run_binary(&all);
     let text = std::fs::read_to_string(&json).expect("bench wrote its JSON");
     (
@@ -59,7 +59,11 @@ fn bench_runs_each_worker_count_in_its_own_process() {
         "1,2",
         "--no-ml",
         "--no-faults",
+        "--",
+        "--max-ahead",
+        "5m",
     ]);
+    assert_eq!(v["run_args"], serde_json::json!(["--max-ahead", "5m"]));
     let runs = runs(&v);
     assert_eq!(runs.len(), 2, "{v}");
     for (run, workers) in runs.iter().zip([1, 2]) {
@@ -133,6 +137,20 @@ fn bench_rejects_impossible_plans() {
         (vec!["--source", "file"], "--input"),
         (vec!["--source", "kafka"], "--brokers"),
         (vec!["--repeat", "0"], "--repeat"),
+        // A bad pass-through flag fails the child; the bench shows the child's own error.
+        (
+            vec![
+                "--events",
+                "100",
+                "--stations",
+                "5",
+                "--workers",
+                "1",
+                "--",
+                "--no-such-flag",
+            ],
+            "--no-such-flag",
+        ),
     ] {
         let mut all = vec!["bench".to_owned()];
         all.extend(args.iter().map(|a| (*a).to_owned()));
