@@ -67,6 +67,28 @@ fn readings(lines: &[Vec<u8>]) -> Vec<Reading> {
         .collect()
 }
 
+/// Sends timestamp-ordered `input` at its event minutes, stepping the worker as each
+/// minute opens, then closes the input and steps until the graph is done.
+fn feed(
+    worker: &mut timely::worker::Worker,
+    mut handle: InputHandleVec<u64, Reading>,
+    probe: &ProbeHandle<u64>,
+    input: Vec<Reading>,
+) {
+    for r in input {
+        let minute = floor_minute(r.timestamp_ms);
+        if minute > *handle.time() {
+            handle.advance_to(minute);
+            worker.step();
+        }
+        handle.send(r);
+    }
+    handle.close();
+    while !probe.done() {
+        worker.step();
+    }
+}
+
 /// How far the graph under test goes.
 #[derive(Clone, Copy)]
 enum Stage {
@@ -108,18 +130,7 @@ fn run_stage(input: Vec<Reading>, stage: Stage) -> usize {
                 }
             }
         });
-        for r in input {
-            let minute = floor_minute(r.timestamp_ms);
-            if minute > *handle.time() {
-                handle.advance_to(minute);
-                worker.step();
-            }
-            handle.send(r);
-        }
-        handle.close();
-        while !probe.done() {
-            worker.step();
-        }
+        feed(worker, handle, &probe, input);
         seen.get()
     })
 }
@@ -140,17 +151,7 @@ fn outputs(input: Vec<Reading>, models: Models) -> (Vec<WindowFeatures>, Vec<Pre
                 .inspect(move |x: &Prediction| p.borrow_mut().push(x.clone()))
                 .probe_with(&probe);
         });
-        for r in input {
-            let minute = floor_minute(r.timestamp_ms);
-            if minute > *handle.time() {
-                handle.advance_to(minute);
-            }
-            handle.send(r);
-        }
-        handle.close();
-        while !probe.done() {
-            worker.step();
-        }
+        feed(worker, handle, &probe, input);
         (windows_out.take(), predictions_out.take())
     })
 }

@@ -304,11 +304,12 @@ fn run_child(
             no_faults,
             speed,
         } => {
-            let speed = match speed {
-                crate::sources::generator::Speed::Max => "max".to_owned(),
-                crate::sources::generator::Speed::Factor(f) => f.to_string(),
-            };
-            args.extend(["--source".into(), "generator".into(), "--speed".into(), speed.into()]);
+            args.extend([
+                "--source".into(),
+                "generator".into(),
+                "--speed".into(),
+                speed.to_string().into(),
+            ]);
             generator_args(&mut args, spec.stations, *events, *interval, *seed);
             if *no_faults {
                 args.push("--no-faults".into());

@@ -32,6 +32,16 @@ pub enum Speed {
     Factor(f64),
 }
 
+/// The flag's spelling (`max` or the factor), so a child process gets the same pace.
+impl std::fmt::Display for Speed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Speed::Max => f.write_str("max"),
+            Speed::Factor(x) => write!(f, "{x}"),
+        }
+    }
+}
+
 /// Generator settings (see the CLI flags of the same names).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GeneratorConfig {
