@@ -281,6 +281,12 @@ pub struct RunArgs {
     /// round trip). Live data never gets near it.
     #[arg(long, env = "WEATHERFLOW_MAX_AHEAD", default_value = "30m", value_parser = parse_duration)]
     pub max_ahead: Duration,
+    /// File and Kafka sources: a reading stamped further than this ahead of the wall
+    /// clock is rejected as `future_timestamp` (dead-lettered from Kafka). One such
+    /// reading would otherwise move its partition's watermark past every honest reading
+    /// and make them all late. `0` turns the check off (replays of synthetic future data).
+    #[arg(long, env = "WEATHERFLOW_MAX_FUTURE", default_value = "24h", value_parser = parse_duration)]
+    pub max_future: Duration,
     /// File source: bytes per chunk, the unit of work split across workers.
     #[arg(long, env = "WEATHERFLOW_CHUNK_BYTES", default_value_t = 4 << 20)]
     pub chunk_bytes: u64,
@@ -386,6 +392,8 @@ pub struct Config {
     pub lateness_ms: u64,
     /// How far sources may run ahead of the output frontier, ms.
     pub max_ahead_ms: u64,
+    /// How far ahead of the wall clock a reading may be stamped, ms; `None`: unchecked.
+    pub max_future_ms: Option<u64>,
     /// Features output file for this process.
     pub output: Option<PathBuf>,
     /// Progress log interval.
@@ -552,6 +560,7 @@ impl RunArgs {
             source,
             lateness_ms: self.lateness.as_millis() as u64,
             max_ahead_ms: self.max_ahead.as_millis() as u64,
+            max_future_ms: (!self.max_future.is_zero()).then_some(self.max_future.as_millis() as u64),
             output,
             progress_interval: self.progress_interval.max(Duration::from_millis(100)),
             log_format: self.log_format,

@@ -354,6 +354,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         let store = store.clone();
         let lateness_ms = config.lateness_ms;
         let max_ahead_ms = config.max_ahead_ms;
+        let max_future_ms = config.max_future_ms;
         // Global worker index = process × workers + local index.
         let workers_per_process = config.cluster.workers;
         move |worker: &mut timely::worker::Worker| {
@@ -363,6 +364,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 lateness_ms,
                 probe: probe.clone(),
                 max_ahead_ms,
+                max_future_ms,
                 local_index: worker.index() % workers_per_process,
                 failure: failure.clone(),
                 stop: stop.clone(),

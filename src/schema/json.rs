@@ -222,12 +222,33 @@ fn fast(bytes: &[u8]) -> Option<RawReading<'_>> {
     })
 }
 
+/// Whether serde stopped at a `NaN`, `Infinity` or `-Infinity` literal (1-based line and
+/// column). Python's `json.dumps` writes these for non-finite floats, so producers send
+/// them; they are non-finite values, and the dead-letter reason should say so.
+fn non_finite_literal(bytes: &[u8], line: usize, column: usize) -> bool {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        match memchr::memchr_iter(b'\n', bytes).nth(line - 2) {
+            Some(p) => p + 1,
+            None => return false,
+        }
+    };
+    let at = line_start + column.saturating_sub(1);
+    // serde reports the first byte it could not use: the literal itself, or the byte
+    // after a minus sign.
+    [at, at.saturating_sub(1)].iter().any(|&i| {
+        let rest = bytes.get(i..).unwrap_or_default();
+        [&b"NaN"[..], b"Infinity", b"-Infinity"].iter().any(|lit| rest.starts_with(lit))
+    })
+}
+
 fn slow(bytes: &[u8], seq: u64) -> Result<Reading, Invalid> {
     use serde_json::Value;
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         // serde_json refuses literals like 1e999 rather than returning infinity; they are
         // non-finite values, not broken JSON.
-        if e.to_string().contains("number out of range") {
+        if e.to_string().contains("number out of range") || non_finite_literal(bytes, e.line(), e.column()) {
             Invalid::record(InvalidReason::NonFinite)
         } else {
             Invalid::record(InvalidReason::MalformedJson)
@@ -402,6 +423,18 @@ mod tests {
         assert_eq!(
             reason(&format!(r#"{{"station_id":"a",{ts},"temperature":1e999}}"#)),
             InvalidReason::NonFinite
+        );
+        for literal in ["NaN", "Infinity", "-Infinity"] {
+            for line in [
+                format!(r#"{{"station_id":"a",{ts},"temperature":{literal}}}"#),
+                format!("{{\"station_id\":\"a\",\n{ts},\n \"temperature\":1, \"pressure\": {literal}}}"),
+            ] {
+                assert_eq!(reason(&line), InvalidReason::NonFinite, "{line}");
+            }
+        }
+        assert_eq!(
+            reason(&format!(r#"{{"station_id":"a",{ts},"temperature":Nonsense}}"#)),
+            InvalidReason::MalformedJson
         );
         assert_eq!(
             reason(&format!(r#"{{"station_id":"a",{ts},"temperature":60.001}}"#)),

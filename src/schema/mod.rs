@@ -98,11 +98,14 @@ pub enum InvalidReason {
     EmptyStationId,
     /// A `station_id` longer than [`MAX_STATION_ID_BYTES`].
     StationIdTooLong,
+    /// An event time further ahead of the wall clock than `--max-future` allows. Judged
+    /// by the sources, not the parser: the verdict depends on when the reading arrives.
+    FutureTimestamp,
 }
 
 impl InvalidReason {
     /// Every reason, for exhaustive metrics output.
-    pub const ALL: [InvalidReason; 10] = [
+    pub const ALL: [InvalidReason; 11] = [
         InvalidReason::MalformedJson,
         InvalidReason::MalformedCsv,
         InvalidReason::Oversized,
@@ -113,6 +116,7 @@ impl InvalidReason {
         InvalidReason::OutOfRange,
         InvalidReason::EmptyStationId,
         InvalidReason::StationIdTooLong,
+        InvalidReason::FutureTimestamp,
     ];
 
     /// The stable snake_case name.
@@ -128,6 +132,7 @@ impl InvalidReason {
             InvalidReason::OutOfRange => "out_of_range",
             InvalidReason::EmptyStationId => "empty_station_id",
             InvalidReason::StationIdTooLong => "station_id_too_long",
+            InvalidReason::FutureTimestamp => "future_timestamp",
         }
     }
 }
@@ -143,7 +148,8 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    pub(crate) fn new(reason: InvalidReason, field: &'static str) -> Self {
+    /// A rejection concerning `field`.
+    pub fn new(reason: InvalidReason, field: &'static str) -> Self {
         Invalid {
             reason,
             field: Some(field),

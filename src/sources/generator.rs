@@ -207,7 +207,8 @@ fn json_value(out: &mut Vec<u8>, value: Option<f64>, decimals: usize) {
 }
 
 /// Calls `each` with every generated reading as a weather-raw JSON line (no newline) and
-/// its station id, in (step, station) order: event time never decreases unless late
+/// its station id. Each line carries `seq`, the station's reading number from 0 (an extra
+/// field that the pipeline ignores, DESIGN §3), in (step, station) order: event time never decreases unless late
 /// re-deliveries are injected. Stops early when `each` breaks. Returns the lines produced.
 pub fn for_each_line(cfg: &GeneratorConfig, mut each: impl FnMut(&str, &[u8]) -> ControlFlow<()>) -> u64 {
     let mut stations: Vec<Station> = (0..cfg.stations).map(|s| Station::new(cfg, s)).collect();
@@ -236,7 +237,10 @@ pub fn for_each_line(cfg: &GeneratorConfig, mut each: impl FnMut(&str, &[u8]) ->
                 json_value(&mut line, values[2], 1);
                 line.extend_from_slice(br#","wind_speed":"#);
                 json_value(&mut line, values[3], 2);
-                line.push(b'}');
+                // The station's own reading number: re-deliveries repeat it, and a reader
+                // of weather-raw can prove nothing in between was lost (a gap).
+                let number = t.saturating_sub(cfg.start_ms + st.phase_ms) / cfg.interval_ms;
+                let _ = write!(line, r#","seq":{number}}}"#);
                 produced += 1;
                 if each(&st.id, &line).is_break() {
                     return produced;

@@ -19,6 +19,7 @@ pub mod open_meteo;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::ProbeHandle;
@@ -43,6 +44,8 @@ pub struct SourceContext {
     pub probe: ProbeHandle<u64>,
     /// How far (event time, ms) this source may run ahead of `probe`.
     pub max_ahead_ms: u64,
+    /// How far ahead of the wall clock a reading may be stamped; `None`: unchecked.
+    pub max_future_ms: Option<u64>,
     /// This worker's index within its process, for per-worker metrics.
     pub local_index: usize,
     /// The first fatal error of any operator in this process; the run loop stops on it.
@@ -63,6 +66,18 @@ impl SourceContext {
     /// Whether a stop was requested.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The latest acceptable event time now: readings after it are `future_timestamp`.
+    /// Sources take it once per batch; a limit a few milliseconds stale changes nothing.
+    pub fn future_limit(&self) -> u64 {
+        match self.max_future_ms {
+            None => u64::MAX,
+            Some(ahead) => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .saturating_add(ahead),
+        }
     }
 
     /// Whether data at event time `ms` may be sent now without running too far ahead.

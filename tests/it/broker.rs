@@ -84,6 +84,8 @@ pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, i32, Vec<
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        // Poison tests send messages of several MiB.
+        .set("message.max.bytes", "10000000")
         .create()
         .expect("test producer");
     for (key, partition, payload) in records {
@@ -95,10 +97,11 @@ pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, i32, Vec<
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((_, r)) => {
+                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     producer.poll(Duration::from_millis(10));
                 }
+                Err((e, _)) => panic!("test record not sent: {e}"),
             }
         }
     }
@@ -261,4 +264,23 @@ pub fn pipeline(settings: &KafkaSettings, group: &str, extra: &[&str]) -> Child 
     args.extend(topic_args(settings, group));
     args.extend(extra.iter().map(|s| s.to_string()));
     spawn(&args)
+}
+
+/// Creates one more topic with topic-level settings (e.g. a larger `max.message.bytes`).
+pub fn create_topic(brokers: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let results = futures::executor::block_on(admin.create_topics([&topic], &options)).expect("create topic");
+    for r in results {
+        r.expect("topic created");
+    }
 }

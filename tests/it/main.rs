@@ -13,3 +13,4 @@ mod ml;
 mod open_meteo;
 mod oracle;
 mod real_data;
+mod reliability;

@@ -151,7 +151,16 @@ impl KafkaOutput {
     /// full queue is waited out here: dead letters are rare, and their source offsets must
     /// not be committed before they are in the broker.
     pub fn send_dead_letter(&self, letter: DeadLetter<'_>, tracker: &Arc<DeadLetters>) -> Result<(), String> {
-        let headers = OwnedHeaders::new_with_capacity(4)
+        // A raw topic may accept messages larger than the dead-letter topic (or this
+        // producer) does. Sending such a one whole would fail permanently, stop the run,
+        // and stop every restart at the same offset: a crash loop on one message. So a
+        // huge dead letter keeps only its head, and says so.
+        let (payload, truncated) = if letter.payload.len() > DEAD_LETTER_MAX_BYTES {
+            (&letter.payload[..DEAD_LETTER_HEAD_BYTES], Some(letter.payload.len().to_string()))
+        } else {
+            (letter.payload, None)
+        };
+        let mut headers = OwnedHeaders::new_with_capacity(5)
             .insert(Header {
                 key: "reason",
                 value: Some(letter.reason),
@@ -168,6 +177,12 @@ impl KafkaOutput {
                 key: "source_offset",
                 value: Some(&letter.offset.to_string()),
             });
+        if let Some(size) = &truncated {
+            headers = headers.insert(Header {
+                key: "original_bytes",
+                value: Some(size),
+            });
+        }
         tracker.add(letter.partition, letter.offset);
         loop {
             let mut record = BaseRecord::with_opaque_to(
@@ -178,7 +193,7 @@ impl KafkaOutput {
                     offset: letter.offset,
                 }),
             )
-            .payload(letter.payload)
+            .payload(payload)
             .headers(headers.clone());
             if let Some(key) = letter.key {
                 record = record.key(key);
@@ -193,6 +208,13 @@ impl KafkaOutput {
         }
     }
 }
+
+/// Dead letters larger than this keep only their first [`DEAD_LETTER_HEAD_BYTES`] and an
+/// `original_bytes` header: well under the 1 MiB default limit of a Kafka topic, while
+/// every message that failed only for its size (over 64 KiB) up to here stays whole.
+pub const DEAD_LETTER_MAX_BYTES: usize = 512 << 10;
+/// How much of a truncated dead letter is kept: enough to see what it was.
+pub const DEAD_LETTER_HEAD_BYTES: usize = 64 << 10;
 
 /// An invalid raw message on its way to the dead-letter topic.
 pub struct DeadLetter<'a> {

@@ -163,13 +163,14 @@ fn read_chunk(file: &File, input: &InputFile, chunk: &Chunk, buf: &mut Vec<u8>) 
     Ok(ChunkBytes { origin: lo, begin })
 }
 
-/// Parses a chunk: validation, and lateness against earlier lines of the same chunk.
+/// Parses a chunk: validation, the future limit ([`SourceContext::future_limit`]), and
+/// lateness against earlier lines of the same chunk.
 fn parse_chunk(
     input: &InputFile,
     chunk: &Chunk,
     buf: &[u8],
     bytes: ChunkBytes,
-    lateness: u64,
+    (lateness, future_limit): (u64, u64),
     tally: &mut SourceTally,
 ) -> Parsed {
     let mut readings = Vec::with_capacity(buf.len() / 128);
@@ -195,7 +196,12 @@ fn parse_chunk(
             Format::Jsonl => parse_json(line, seq),
             Format::Csv(_) if line.len() > MAX_MESSAGE_BYTES => Err(Invalid::record(InvalidReason::Oversized)),
             Format::Csv(header) => header.reading(line, seq),
-        };
+        }
+        .and_then(|r| {
+            (r.timestamp_ms <= future_limit)
+                .then_some(r)
+                .ok_or(Invalid::new(InvalidReason::FutureTimestamp, "timestamp"))
+        });
         match parsed {
             Err(e) => tally.reject(e.reason),
             Ok(r) => {
@@ -264,7 +270,7 @@ pub fn file_source<'s>(
                         return ctx.fail(format!("cannot read {}: {e}", input.path.display()));
                     }
                 };
-                let parsed = parse_chunk(input, &chunk, &buf, bytes, lateness, &mut tally);
+                let parsed = parse_chunk(input, &chunk, &buf, bytes, (lateness, ctx.future_limit()), &mut tally);
                 let max = parsed.readings.iter().map(|r| r.timestamp_ms).max();
                 if let Some(handle) = exchange.input.as_mut() {
                     handle.send((chunk.file as u32, chunk.index as u32, max));

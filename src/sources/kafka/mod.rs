@@ -54,7 +54,7 @@ use timely::scheduling::SyncActivator;
 
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::SourceTally;
-use crate::schema::{Reading, floor_minute, parse_json};
+use crate::schema::{Invalid, InvalidReason, Reading, floor_minute, parse_json};
 use crate::sinks::kafka::{Ack, Checkpoints, DeadLetter, DeadLetters, KafkaOutput};
 use crate::sources::{SourceContext, give_by_minute};
 use partition::{PartitionState, RETAIN_MS};
@@ -314,6 +314,7 @@ pub fn kafka_source<'s>(
                 ctx: &ctx,
                 watermark,
                 resume_skip,
+                future_limit: ctx.future_limit(),
                 batch: &mut batch,
                 tally: &mut tally,
             };
@@ -505,6 +506,8 @@ struct Intake<'a> {
     watermark: u64,
     /// Readings before this minute only feed windows an earlier run made durable.
     resume_skip: u64,
+    /// Readings stamped after this are dead-lettered as `future_timestamp`.
+    future_limit: u64,
     batch: &'a mut Vec<Reading>,
     tally: &'a mut SourceTally,
 }
@@ -523,7 +526,12 @@ impl Intake<'_> {
         // Sequence for duplicate resolution: the first copy in a partition's order wins,
         // and the result is the same on every replay.
         let seq = ((offset.max(0) as u64) << 12) | (partition as u64 & 0xfff);
-        match parse_json(payload, seq) {
+        let parsed = parse_json(payload, seq).and_then(|r| {
+            (r.timestamp_ms <= self.future_limit)
+                .then_some(r)
+                .ok_or(Invalid::new(InvalidReason::FutureTimestamp, "timestamp"))
+        });
+        match parsed {
             Ok(reading) => {
                 let late = state.observe(offset, reading.timestamp_ms, self.ctx.lateness_ms, now);
                 if late || reading.timestamp_ms < self.watermark {

@@ -1,0 +1,121 @@
+//! Scenario 1: `kill -9` at random moments while a producer keeps writing, and `kill -9`
+//! of one process of a two-process cluster.
+
+use std::time::{Duration, Instant};
+
+use crate::broker::{Reader, brokers, fresh_topics};
+use crate::common::free_port;
+
+use super::{
+    Check, DEADLINE, Dice, Golden, Progress, Report, await_windows, long, pipeline, producer, seq_gaps, stop_all,
+};
+
+#[test]
+fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stations, duration, rate, kills) = if long() {
+        (200, "12h", 6_000, 20)
+    } else {
+        (40, "3h", 2_500, 5)
+    };
+    let golden = Golden::generate(dir.path(), stations, duration, &[]);
+    let settings = fresh_topics(&brokers, "crash", 4);
+    let mut report = Report::new("1. kill -9 while producing");
+    let feed = producer(dir.path(), &settings, &golden.raw, rate);
+    let mut features = Reader::new(&brokers, &settings.topics.features);
+    let progress = Progress::default();
+    let mut dice = Dice::new(0x6b11);
+    let total = golden.windows.len();
+    let mut run = pipeline(dir.path(), "run-0", &settings, "crash", &["-w", "2"]);
+    report.runs = 1;
+    for k in 0..kills {
+        // Kill once the output has grown by a random share of what is left to come, so
+        // the kills spread over the whole stream and land at unpredictable points.
+        let now = progress.distinct(&features.messages);
+        let step = (total - now) as u64 / (kills - k + 1) as u64;
+        let target = now + dice.between(step / 2, step + step / 2).max(1) as usize;
+        await_windows(&mut features, &progress, target, "output before a kill");
+        run.kill9();
+        report.faults += 1;
+        let before = progress.distinct(&features.messages);
+        let restarted = Instant::now();
+        run = pipeline(dir.path(), &format!("run-{}", k + 1), &settings, "crash", &["-w", "2"]);
+        report.runs += 1;
+        await_windows(&mut features, &progress, before + 1, "a new window after the restart");
+        report.recover_ms.push(restarted.elapsed().as_millis() as u64);
+    }
+    let (fed, _) = feed.wait(DEADLINE);
+    assert!(fed, "the producer finished");
+    await_windows(&mut features, &progress, total, "every window");
+    stop_all(vec![run]);
+    features.read_to_end();
+    let mut raw = Reader::new(&brokers, &settings.topics.raw);
+    raw.read_to_end();
+    let (records, station_count, gaps) = seq_gaps(&raw.messages);
+    assert_eq!((records, station_count, gaps), (golden.lines, stations as usize, 0), "the raw topic is complete");
+    let check = Check::of(&features.messages, &golden.windows);
+    report.records_in = records;
+    report.extra.insert("seq_gaps".into(), gaps.into());
+    report = report.with(&check);
+    report.emit();
+    check.assert_clean("kill -9 while producing");
+}
+
+#[test]
+fn reliability_kill_9_of_one_cluster_process_then_restart() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stations, duration, rate) = if long() { (100, "6h", 4_000) } else { (30, "2h", 2_500) };
+    let golden = Golden::generate(dir.path(), stations, duration, &[]);
+    let settings = fresh_topics(&brokers, "cluster-kill", 4);
+    let mut report = Report::new("1b. kill -9 one process of a 2-process cluster");
+    let feed = producer(dir.path(), &settings, &golden.raw, rate);
+    let mut features = Reader::new(&brokers, &settings.topics.features);
+    let progress = Progress::default();
+    let cluster = |round: usize| {
+        let hostfile = dir.path().join(format!("hosts-{round}"));
+        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+        let hosts = hostfile.to_string_lossy().into_owned();
+        (0..2)
+            .map(|p| {
+                let p = p.to_string();
+                pipeline(
+                    dir.path(),
+                    &format!("cluster-{round}-{p}"),
+                    &settings,
+                    "cluster-kill",
+                    &["-w", "2", "-n", "2", "-p", &p, "-h", &hosts],
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut procs = cluster(0);
+    report.runs = 2;
+    let total = golden.windows.len();
+    await_windows(&mut features, &progress, total / 3, "output before the kill");
+    let survivor = procs.remove(0);
+    procs.remove(0).kill9();
+    report.faults += 1;
+    // The survivor cannot continue without its peer (timely has no rejoin): it must notice
+    // and exit on its own, non-zero, rather than hang.
+    let killed = Instant::now();
+    let (ok, noticed) = survivor.wait(Duration::from_secs(60));
+    assert!(!ok, "the surviving process reports the failure with a non-zero exit");
+    report.extra.insert("survivor_exit_ms".into(), (noticed.as_millis() as u64).into());
+    let before = progress.distinct(&features.messages);
+    let procs = cluster(1);
+    report.runs += 2;
+    await_windows(&mut features, &progress, before + 1, "a new window after the restart");
+    report.recover_ms.push(killed.elapsed().as_millis() as u64);
+    let (fed, _) = feed.wait(DEADLINE);
+    assert!(fed, "the producer finished");
+    await_windows(&mut features, &progress, total, "every window");
+    stop_all(procs);
+    features.read_to_end();
+    let check = Check::of(&features.messages, &golden.windows);
+    report.records_in = golden.lines;
+    report = report.with(&check);
+    report.emit();
+    check.assert_clean("kill -9 of one cluster process");
+}

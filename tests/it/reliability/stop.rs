@@ -1,0 +1,106 @@
+//! Scenarios 2 and 7: clean stops. A SIGTERM stops reading, drains the sinks, commits and
+//! exits 0 in bounded time; the next run, with a different worker count, completes the
+//! output with nothing but identical repeats.
+
+use std::time::{Duration, Instant};
+
+use weatherflow::sources::kafka::checkpoint;
+
+use crate::broker::{Reader, brokers, fresh_topics};
+
+use super::{Check, DEADLINE, Dice, Golden, Progress, Report, await_windows, long, pipeline, producer, stop_all};
+
+/// A clean stop must finish well within this (drain, flush, final commit).
+const STOP_BOUND: Duration = Duration::from_secs(20);
+
+#[test]
+fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stations, duration) = if long() { (300, "12h") } else { (40, "2h") };
+    let golden = Golden::generate(dir.path(), stations, duration, &[]);
+    let settings = fresh_topics(&brokers, "w1w2", 4);
+    let mut report = Report::new("2. clean stop -w 1, restart -w 2");
+    let (fed, _) = producer(dir.path(), &settings, &golden.raw, 0).wait(DEADLINE);
+    assert!(fed, "input produced");
+    let mut features = Reader::new(&brokers, &settings.topics.features);
+    let progress = Progress::default();
+    let total = golden.windows.len();
+    let first = pipeline(dir.path(), "w1", &settings, "w1w2", &["-w", "1"]);
+    await_windows(&mut features, &progress, total * 2 / 5, "part of the output");
+    let took = stop_all(vec![first]);
+    report.faults = 1;
+    report.extra.insert("stop_ms".into(), (took[0].as_millis() as u64).into());
+    assert!(took[0] < STOP_BOUND, "a clean stop took {:?}", took[0]);
+    let before = progress.distinct(&features.messages);
+    let restarted = Instant::now();
+    let second = pipeline(dir.path(), "w2", &settings, "w1w2", &["-w", "2"]);
+    await_windows(&mut features, &progress, before + 1, "a new window after the restart");
+    report.recover_ms.push(restarted.elapsed().as_millis() as u64);
+    await_windows(&mut features, &progress, total, "every window");
+    stop_all(vec![second]);
+    report.runs = 2;
+    features.read_to_end();
+    let check = Check::of(&features.messages, &golden.windows);
+    report.records_in = golden.lines;
+    report = report.with(&check);
+    report.emit();
+    check.assert_clean("clean stop -w 1 then -w 2");
+}
+
+#[test]
+fn reliability_sigterm_mid_window_exits_promptly_and_commits() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stations, duration, rate, stops) = if long() {
+        (200, "8h", 5_000, 12)
+    } else {
+        (40, "3h", 3_000, 3)
+    };
+    let golden = Golden::generate(dir.path(), stations, duration, &[]);
+    let settings = fresh_topics(&brokers, "sigterm", 4);
+    let mut report = Report::new("7. SIGTERM mid-window while producing");
+    let feed = producer(dir.path(), &settings, &golden.raw, rate);
+    let mut features = Reader::new(&brokers, &settings.topics.features);
+    let progress = Progress::default();
+    let mut dice = Dice::new(0x7e57);
+    let total = golden.windows.len();
+    let workers = |k: usize| if k % 2 == 0 { "1" } else { "2" };
+    let mut run = pipeline(dir.path(), "run-0", &settings, "sigterm", &["-w", workers(0)]);
+    report.runs = 1;
+    let mut stop_ms = Vec::new();
+    let mut last_durable = 0;
+    for k in 0..stops {
+        let now = progress.distinct(&features.messages);
+        let step = (total - now) as u64 / (stops - k + 1) as u64;
+        let target = now + dice.between(step / 2, step + step / 2).max(1) as usize;
+        await_windows(&mut features, &progress, target, "output before a stop");
+        let took = stop_all(vec![run]);
+        report.faults += 1;
+        stop_ms.push(took[0].as_millis() as u64);
+        assert!(took[0] < STOP_BOUND, "a clean stop took {:?}", took[0]);
+        // The stop committed a resume point at least as far as the last one.
+        let resume = checkpoint::read_latest(&settings, "sigterm", &settings.topics.raw, Duration::from_secs(10))
+            .expect("checkpoints readable");
+        let durable = resume.values().map(|(_, r)| r.durable_ms).max().unwrap_or(0);
+        assert!(durable > 0 && durable >= last_durable, "stop {k} committed (durable {durable})");
+        last_durable = durable;
+        let before = progress.distinct(&features.messages);
+        let restarted = Instant::now();
+        run = pipeline(dir.path(), &format!("run-{}", k + 1), &settings, "sigterm", &["-w", workers(k + 1)]);
+        report.runs += 1;
+        await_windows(&mut features, &progress, before + 1, "a new window after the restart");
+        report.recover_ms.push(restarted.elapsed().as_millis() as u64);
+    }
+    let (fed, _) = feed.wait(DEADLINE);
+    assert!(fed, "the producer finished");
+    await_windows(&mut features, &progress, total, "every window");
+    stop_all(vec![run]);
+    features.read_to_end();
+    let check = Check::of(&features.messages, &golden.windows);
+    report.records_in = golden.lines;
+    report.extra.insert("stop_ms".into(), stop_ms.into());
+    report = report.with(&check);
+    report.emit();
+    check.assert_clean("SIGTERM mid-window");
+}
