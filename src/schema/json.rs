@@ -239,7 +239,9 @@ fn non_finite_literal(bytes: &[u8], line: usize, column: usize) -> bool {
     // after a minus sign.
     [at, at.saturating_sub(1)].iter().any(|&i| {
         let rest = bytes.get(i..).unwrap_or_default();
-        [&b"NaN"[..], b"Infinity", b"-Infinity"].iter().any(|lit| rest.starts_with(lit))
+        [&b"NaN"[..], b"Infinity", b"-Infinity"]
+            .iter()
+            .any(|lit| rest.starts_with(lit))
     })
 }
 

@@ -97,7 +97,10 @@ pub fn produce(brokers: &str, topic: &str, records: &[(Option<String>, i32, Vec<
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
                     record = r;
                     producer.poll(Duration::from_millis(10));
                 }

@@ -156,7 +156,10 @@ impl KafkaOutput {
         // and stop every restart at the same offset: a crash loop on one message. So a
         // huge dead letter keeps only its head, and says so.
         let (payload, truncated) = if letter.payload.len() > DEAD_LETTER_MAX_BYTES {
-            (&letter.payload[..DEAD_LETTER_HEAD_BYTES], Some(letter.payload.len().to_string()))
+            (
+                &letter.payload[..DEAD_LETTER_HEAD_BYTES],
+                Some(letter.payload.len().to_string()),
+            )
         } else {
             (letter.payload, None)
         };

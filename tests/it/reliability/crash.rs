@@ -7,7 +7,8 @@ use crate::broker::{Reader, brokers, fresh_topics};
 use crate::common::free_port;
 
 use super::{
-    Check, DEADLINE, Dice, Golden, Progress, Report, await_windows, long, pipeline, producer, seq_gaps, stop_all,
+    Check, DEADLINE, Dice, Golden, Progress, Report, await_windows, long, pipeline, producer, seq_gaps, settle,
+    stop_all,
 };
 
 #[test]
@@ -37,13 +38,13 @@ fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
         let target = now + dice.between(step / 2, step + step / 2).max(1) as usize;
         await_windows(&mut features, &progress, target, "output before a kill");
         run.kill9();
+        let killed = Instant::now();
         report.faults += 1;
-        let before = progress.distinct(&features.messages);
-        let restarted = Instant::now();
+        let before = settle(&mut features, &progress);
         run = pipeline(dir.path(), &format!("run-{}", k + 1), &settings, "crash", &["-w", "2"]);
         report.runs += 1;
         await_windows(&mut features, &progress, before + 1, "a new window after the restart");
-        report.recover_ms.push(restarted.elapsed().as_millis() as u64);
+        report.recover_ms.push(killed.elapsed().as_millis() as u64);
     }
     let (fed, _) = feed.wait(DEADLINE);
     assert!(fed, "the producer finished");
@@ -53,7 +54,11 @@ fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
     let mut raw = Reader::new(&brokers, &settings.topics.raw);
     raw.read_to_end();
     let (records, station_count, gaps) = seq_gaps(&raw.messages);
-    assert_eq!((records, station_count, gaps), (golden.lines, stations as usize, 0), "the raw topic is complete");
+    assert_eq!(
+        (records, station_count, gaps),
+        (golden.lines, stations as usize, 0),
+        "the raw topic is complete"
+    );
     let check = Check::of(&features.messages, &golden.windows);
     report.records_in = records;
     report.extra.insert("seq_gaps".into(), gaps.into());
@@ -75,7 +80,11 @@ fn reliability_kill_9_of_one_cluster_process_then_restart() {
     let progress = Progress::default();
     let cluster = |round: usize| {
         let hostfile = dir.path().join(format!("hosts-{round}"));
-        std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).expect("hostfile");
+        std::fs::write(
+            &hostfile,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+        )
+        .expect("hostfile");
         let hosts = hostfile.to_string_lossy().into_owned();
         (0..2)
             .map(|p| {
@@ -102,8 +111,10 @@ fn reliability_kill_9_of_one_cluster_process_then_restart() {
     let killed = Instant::now();
     let (ok, noticed) = survivor.wait(Duration::from_secs(60));
     assert!(!ok, "the surviving process reports the failure with a non-zero exit");
-    report.extra.insert("survivor_exit_ms".into(), (noticed.as_millis() as u64).into());
-    let before = progress.distinct(&features.messages);
+    report
+        .extra
+        .insert("survivor_exit_ms".into(), (noticed.as_millis() as u64).into());
+    let before = settle(&mut features, &progress);
     let procs = cluster(1);
     report.runs += 2;
     await_windows(&mut features, &progress, before + 1, "a new window after the restart");

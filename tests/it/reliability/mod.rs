@@ -162,7 +162,10 @@ impl Check {
     pub fn assert_clean(&self, context: &str) {
         let few = |v: &[(String, String)]| v.iter().take(3).cloned().collect::<Vec<_>>();
         assert!(
-            self.missing.is_empty() && self.unexpected.is_empty() && self.wrong.is_empty() && self.nonidentical.is_empty(),
+            self.missing.is_empty()
+                && self.unexpected.is_empty()
+                && self.wrong.is_empty()
+                && self.nonidentical.is_empty(),
             "{context}: {} missing {:?}, {} unexpected {:?}, {} differ from the golden {:?}, {} non-identical repeats {:?}",
             self.missing.len(),
             few(&self.missing),
@@ -199,6 +202,13 @@ impl Progress {
         *done = messages.len();
         set.len()
     }
+}
+
+/// Everything the topic holds now, as distinct windows: the baseline before a restart,
+/// so that "a new window" really is one the previous run had not written.
+pub fn settle(reader: &mut Reader, progress: &Progress) -> usize {
+    reader.read_to_end();
+    progress.distinct(&reader.messages)
 }
 
 /// Reads until at least `n` distinct windows are in; returns how long that took.
@@ -243,7 +253,11 @@ impl Golden {
 
     /// The golden windows of an existing JSONL file.
     pub fn of(dir: &Path, raw: PathBuf) -> Golden {
-        let lines = std::fs::read(&raw).expect("raw input").split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+        let lines = std::fs::read(&raw)
+            .expect("raw input")
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
         let out = dir.join("golden.jsonl");
         replay(&raw, &out, "1", &[]);
         let windows = sorted_lines(&out)
@@ -348,10 +362,18 @@ pub fn stop_all(procs: Vec<Proc>) -> Vec<Duration> {
 
 /// Starts `run --source kafka` on `settings`' topics, logging to `dir/name.log`.
 pub fn pipeline(dir: &Path, name: &str, settings: &KafkaSettings, group: &str, extra: &[&str]) -> Proc {
-    let mut args: Vec<String> = ["run", "--source", "kafka", "--idle-timeout", "1s", "--commit-interval", "100ms"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> = [
+        "run",
+        "--source",
+        "kafka",
+        "--idle-timeout",
+        "1s",
+        "--commit-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     args.extend(topic_args(settings, group));
     args.extend(extra.iter().map(|s| s.to_string()));
     Proc::spawn(&args, dir.join(format!("{name}.log")), &[])

@@ -26,18 +26,41 @@ fn poison(now_ms: u64) -> Vec<(&'static str, Vec<u8>)> {
         ("malformed_json", rec("[1,2,3]".into())),
         ("malformed_json", Vec::new()),
         ("malformed_json", vec![0xff, 0xfe, b'{', 0x80, 0x00]),
-        ("malformed_json", [&br#"{"station_id":"p"#[..], &[0xc3, 0x28], br#"","timestamp":0,"temperature":1}"#].concat()),
+        (
+            "malformed_json",
+            [
+                &br#"{"station_id":"p"#[..],
+                &[0xc3, 0x28],
+                br#"","timestamp":0,"temperature":1}"#,
+            ]
+            .concat(),
+        ),
         ("missing_field", rec(format!(r#"{{{ts},"temperature":1}}"#))),
-        ("missing_field", rec(r#"{"station_id":"poison","temperature":1}"#.into())),
+        (
+            "missing_field",
+            rec(r#"{"station_id":"poison","temperature":1}"#.into()),
+        ),
         ("missing_field", with(r#""humidity":50"#)),
         ("missing_field", with(r#""temperature":null"#)),
         ("wrong_type", with(r#""temperature":"12.5""#)),
         ("wrong_type", rec(format!(r#"{{"station_id":5,{ts},"temperature":1}}"#))),
-        ("wrong_type", rec(r#"{"station_id":"poison","timestamp":true,"temperature":1}"#.into())),
+        (
+            "wrong_type",
+            rec(r#"{"station_id":"poison","timestamp":true,"temperature":1}"#.into()),
+        ),
         ("wrong_type", with(r#""temperature":1,"humidity":[50]"#)),
-        ("bad_timestamp", rec(r#"{"station_id":"poison","timestamp":"yesterday","temperature":1}"#.into())),
-        ("bad_timestamp", rec(r#"{"station_id":"poison","timestamp":-5,"temperature":1}"#.into())),
-        ("bad_timestamp", rec(r#"{"station_id":"poison","timestamp":"2026-13-40T99:00:00Z","temperature":1}"#.into())),
+        (
+            "bad_timestamp",
+            rec(r#"{"station_id":"poison","timestamp":"yesterday","temperature":1}"#.into()),
+        ),
+        (
+            "bad_timestamp",
+            rec(r#"{"station_id":"poison","timestamp":-5,"temperature":1}"#.into()),
+        ),
+        (
+            "bad_timestamp",
+            rec(r#"{"station_id":"poison","timestamp":"2026-13-40T99:00:00Z","temperature":1}"#.into()),
+        ),
         ("non_finite", with(r#""temperature":NaN"#)),
         ("non_finite", with(r#""temperature":Infinity"#)),
         ("non_finite", with(r#""temperature":1,"pressure":-Infinity"#)),
@@ -48,17 +71,37 @@ fn poison(now_ms: u64) -> Vec<(&'static str, Vec<u8>)> {
         ("out_of_range", with(r#""temperature":10,"pressure":250"#)),
         ("out_of_range", with(r#""temperature":10,"wind_speed":-1"#)),
         ("out_of_range", with(r#""temperature":10,"wind_speed":130"#)),
-        ("empty_station_id", rec(format!(r#"{{"station_id":"",{ts},"temperature":1}}"#))),
-        ("station_id_too_long", rec(format!(r#"{{"station_id":"{}",{ts},"temperature":1}}"#, "s".repeat(65)))),
-        ("oversized", rec(format!(r#"{{"station_id":"poison",{ts},"temperature":1,"pad":"{}"}}"#, "x".repeat(70_000)))),
-        ("oversized", rec(format!(r#"{{"station_id":"poison",{ts},"temperature":1,"pad":"{}"}}"#, "y".repeat(2 << 20)))),
+        (
+            "empty_station_id",
+            rec(format!(r#"{{"station_id":"",{ts},"temperature":1}}"#)),
+        ),
+        (
+            "station_id_too_long",
+            rec(format!(r#"{{"station_id":"{}",{ts},"temperature":1}}"#, "s".repeat(65))),
+        ),
+        (
+            "oversized",
+            rec(format!(
+                r#"{{"station_id":"poison",{ts},"temperature":1,"pad":"{}"}}"#,
+                "x".repeat(70_000)
+            )),
+        ),
+        (
+            "oversized",
+            rec(format!(
+                r#"{{"station_id":"poison",{ts},"temperature":1,"pad":"{}"}}"#,
+                "y".repeat(2 << 20)
+            )),
+        ),
     ];
     // More than a day ahead of the wall clock: one such reading would otherwise drag its
     // partition's watermark a day forward and make every honest reading late.
     let future = format_rfc3339(now_ms + 2 * 86_400_000);
     out.push((
         "future_timestamp",
-        rec(format!(r#"{{"station_id":"poison","timestamp":"{future}","temperature":1}}"#)),
+        rec(format!(
+            r#"{{"station_id":"poison","timestamp":"{future}","temperature":1}}"#
+        )),
     ));
     out
 }
@@ -146,7 +189,11 @@ fn reliability_poison_records_are_dead_lettered_counted_and_harmless() {
     let mut want: Vec<(String, Vec<u8>, Option<String>)> = expected
         .iter()
         .map(|(r, b)| match b.len() > DEAD_LETTER_MAX_BYTES {
-            true => (r.to_string(), b[..DEAD_LETTER_HEAD_BYTES].to_vec(), Some(b.len().to_string())),
+            true => (
+                r.to_string(),
+                b[..DEAD_LETTER_HEAD_BYTES].to_vec(),
+                Some(b.len().to_string()),
+            ),
             false => (r.to_string(), b.clone(), None),
         })
         .collect();
@@ -155,8 +202,17 @@ fn reliability_poison_records_are_dead_lettered_counted_and_harmless() {
     let kinds: Vec<&str> = want.iter().map(|(r, _, _)| r.as_str()).collect();
     assert_eq!(got.len(), want.len(), "one dead letter per poison record");
     for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g.0, w.0, "reason of {:?}", String::from_utf8_lossy(&w.1[..w.1.len().min(80)]));
-        assert!(g.1 == w.1, "the dead letter holds the original bytes ({} bytes)", w.1.len());
+        assert_eq!(
+            g.0,
+            w.0,
+            "reason of {:?}",
+            String::from_utf8_lossy(&w.1[..w.1.len().min(80)])
+        );
+        assert!(
+            g.1 == w.1,
+            "the dead letter holds the original bytes ({} bytes)",
+            w.1.len()
+        );
         assert_eq!(g.2, w.2, "original_bytes header");
     }
 
@@ -174,7 +230,10 @@ fn reliability_poison_records_are_dead_lettered_counted_and_harmless() {
     let check = Check::of(&features.messages, &golden.windows);
     for m in features.messages.iter().chain(&predictions.messages) {
         let text = String::from_utf8_lossy(&m.payload);
-        assert!(!text.contains("NaN") && !text.contains("nfinity"), "non-finite output: {text}");
+        assert!(
+            !text.contains("NaN") && !text.contains("nfinity"),
+            "non-finite output: {text}"
+        );
         serde_json::from_slice::<serde_json::Value>(&m.payload).expect("outputs are JSON");
     }
     let mut report = Report::new("4. poison records");
@@ -182,7 +241,10 @@ fn reliability_poison_records_are_dead_lettered_counted_and_harmless() {
     report.faults = expected.len();
     report.records_in = records.len();
     report.extra.insert("kinds".into(), per_reason.len().into());
-    report.extra.insert("largest_bytes".into(), expected.iter().map(|(_, b)| b.len()).max().unwrap_or(0).into());
+    report.extra.insert(
+        "largest_bytes".into(),
+        expected.iter().map(|(_, b)| b.len()).max().unwrap_or(0).into(),
+    );
     report = report.with(&check);
     report.emit();
     check.assert_clean("poison records");

@@ -8,7 +8,9 @@ use weatherflow::sources::kafka::checkpoint;
 
 use crate::broker::{Reader, brokers, fresh_topics};
 
-use super::{Check, DEADLINE, Dice, Golden, Progress, Report, await_windows, long, pipeline, producer, stop_all};
+use super::{
+    Check, DEADLINE, Dice, Golden, Progress, Report, await_windows, long, pipeline, producer, settle, stop_all,
+};
 
 /// A clean stop must finish well within this (drain, flush, final commit).
 const STOP_BOUND: Duration = Duration::from_secs(20);
@@ -30,9 +32,11 @@ fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run()
     await_windows(&mut features, &progress, total * 2 / 5, "part of the output");
     let took = stop_all(vec![first]);
     report.faults = 1;
-    report.extra.insert("stop_ms".into(), (took[0].as_millis() as u64).into());
+    report
+        .extra
+        .insert("stop_ms".into(), (took[0].as_millis() as u64).into());
     assert!(took[0] < STOP_BOUND, "a clean stop took {:?}", took[0]);
-    let before = progress.distinct(&features.messages);
+    let before = settle(&mut features, &progress);
     let restarted = Instant::now();
     let second = pipeline(dir.path(), "w2", &settings, "w1w2", &["-w", "2"]);
     await_windows(&mut features, &progress, before + 1, "a new window after the restart");
@@ -83,11 +87,20 @@ fn reliability_sigterm_mid_window_exits_promptly_and_commits() {
         let resume = checkpoint::read_latest(&settings, "sigterm", &settings.topics.raw, Duration::from_secs(10))
             .expect("checkpoints readable");
         let durable = resume.values().map(|(_, r)| r.durable_ms).max().unwrap_or(0);
-        assert!(durable > 0 && durable >= last_durable, "stop {k} committed (durable {durable})");
+        assert!(
+            durable > 0 && durable >= last_durable,
+            "stop {k} committed (durable {durable})"
+        );
         last_durable = durable;
-        let before = progress.distinct(&features.messages);
+        let before = settle(&mut features, &progress);
         let restarted = Instant::now();
-        run = pipeline(dir.path(), &format!("run-{}", k + 1), &settings, "sigterm", &["-w", workers(k + 1)]);
+        run = pipeline(
+            dir.path(),
+            &format!("run-{}", k + 1),
+            &settings,
+            "sigterm",
+            &["-w", workers(k + 1)],
+        );
         report.runs += 1;
         await_windows(&mut features, &progress, before + 1, "a new window after the restart");
         report.recover_ms.push(restarted.elapsed().as_millis() as u64);

@@ -89,7 +89,12 @@ fn reliability_time_duplicates_lateness_idle_partition_and_silent_stations() {
         for (line, o) in &idle {
             let o = o.as_ref().expect("valid");
             producer
-                .send(BaseRecord::to(&settings.topics.raw).partition(3).key(&o.station).payload(line))
+                .send(
+                    BaseRecord::to(&settings.topics.raw)
+                        .partition(3)
+                        .key(&o.station)
+                        .payload(line),
+                )
                 .map_err(|(e, _)| e)
                 .expect("send");
         }
@@ -129,15 +134,20 @@ fn reliability_time_duplicates_lateness_idle_partition_and_silent_stations() {
         // would all be late.
         let port = free_port();
         let api = format!("127.0.0.1:{port}");
-        let run = pipeline(dir.path(), &format!("time-{seed}"), &settings, "time", &["-w", "2", "--api", &api]);
+        let run = pipeline(
+            dir.path(),
+            &format!("time-{seed}"),
+            &settings,
+            "time",
+            &["-w", "2", "--api", &api],
+        );
         let mut features = Reader::new(&brokers, &settings.topics.features);
         // A window of a flowing partition ending well after the idle station's last
         // reading, seen while the producer still writes.
         let after_idle = BASE + 15 * MINUTE;
         features.until(DEADLINE, "a window past the idle partition's last reading", |m| {
-            m.iter().any(|m| {
-                serde_json::from_slice::<WindowFeatures>(&m.payload).is_ok_and(|w| w.window_end >= after_idle)
-            })
+            m.iter()
+                .any(|m| serde_json::from_slice::<WindowFeatures>(&m.payload).is_ok_and(|w| w.window_end >= after_idle))
         });
         let closed_while_flowing = !done.load(Ordering::SeqCst);
         feeder.join().expect("feeder");
@@ -146,8 +156,15 @@ fn reliability_time_duplicates_lateness_idle_partition_and_silent_stations() {
         let metrics = http::get(port, "/metrics").text();
         stop_all(vec![run]);
         features.read_to_end();
-        assert!(closed_while_flowing, "windows closed while partition 3 was idle and the others flowed");
-        assert_eq!(sample(&metrics, "weatherflow_records_late_total"), Some(want.late), "late readings counted");
+        assert!(
+            closed_while_flowing,
+            "windows closed while partition 3 was idle and the others flowed"
+        );
+        assert_eq!(
+            sample(&metrics, "weatherflow_records_late_total"),
+            Some(want.late),
+            "late readings counted"
+        );
         assert_eq!(
             sample(&metrics, "weatherflow_records_duplicate_total"),
             Some(want.duplicates),
@@ -169,7 +186,9 @@ fn reliability_time_duplicates_lateness_idle_partition_and_silent_stations() {
         report.records_in += input.len();
         report.windows_out += check.distinct;
         report.extra.insert(format!("late_{seed}"), want.late.into());
-        report.extra.insert(format!("duplicates_{seed}"), want.duplicates.into());
+        report
+            .extra
+            .insert(format!("duplicates_{seed}"), want.duplicates.into());
         all.missing.extend(check.missing);
         all.unexpected.extend(check.unexpected);
         all.nonidentical.extend(check.nonidentical);
