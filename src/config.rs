@@ -303,7 +303,9 @@ pub struct RunArgs {
     #[arg(long, env = "WEATHERFLOW_GROUP", default_value = "weatherflow")]
     pub group: String,
     /// Kafka source: a caught-up partition quiet this long (wall clock) stops holding the
-    /// watermark back; when all are, the watermark follows the wall clock.
+    /// watermark back; when all are, the watermark follows the wall clock. While the
+    /// brokers are unreachable, and for this long after they return, no partition counts
+    /// as idle. Keep it above the outage detection time (about 5 s).
     #[arg(long, env = "WEATHERFLOW_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Kafka source: start partitions without committed offsets at the oldest message (the default).

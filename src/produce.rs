@@ -99,7 +99,14 @@ struct Counters {
 
 struct Deliveries(Arc<Counters>);
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka::logs::log(level, fac, message);
+    }
+    fn error(&self, e: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::logs::error(&e, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();

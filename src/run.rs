@@ -23,6 +23,7 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::core::Filter;
 
 use crate::config::{Config, SourceConfig};
+use crate::kafka::watch::{BrokerHealth, BrokerWatch};
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::{Metrics, Snapshot};
 use crate::ml::MlError;
@@ -145,6 +146,7 @@ struct KafkaInput {
     config: KafkaSourceConfig,
     settings: KafkaSettings,
     output: Arc<KafkaOutput>,
+    brokers: Option<Arc<BrokerHealth>>,
 }
 
 /// The source as one worker builds it: a replay also needs that worker's side channel.
@@ -208,6 +210,7 @@ fn start_api(
     config: &Config,
     metrics: &Arc<Metrics>,
     complete: &Arc<AtomicBool>,
+    brokers: Option<Arc<BrokerHealth>>,
 ) -> Result<(Option<Arc<Store>>, Option<ApiServer>), RunError> {
     let Some(api) = &config.api else {
         return Ok((None, None));
@@ -238,6 +241,9 @@ fn start_api(
                     input_complete: true,
                 });
             }
+            if let Some(health) = &brokers {
+                health.check()?;
+            }
             match watched.snapshot().watermark_ms {
                 Some(w) => Ok(ReadyInfo {
                     watermark: Some(w),
@@ -264,6 +270,12 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         .as_ref()
         .map(|settings| KafkaOutput::connect(settings, failure.clone()))
         .transpose()?;
+    // With any Kafka client in the run, broker reachability is part of readiness, and the
+    // Kafka source must not call partitions idle while it cannot see them.
+    let watch = match &config.kafka {
+        Some(settings) => Some(BrokerWatch::start(settings, &settings.topics.raw)?),
+        None => None,
+    };
     // The source, resolved once: a file replay carries its plan, so the workers' match
     // below is exhaustive without any "cannot happen" arm.
     let input = match &config.source {
@@ -296,6 +308,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                 config: source.clone(),
                 settings: settings.clone(),
                 output: output.clone(),
+                brokers: watch.as_ref().map(BrokerWatch::health),
             })
         }
     };
@@ -343,7 +356,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     );
     let metrics = Arc::new(Metrics::new(config.cluster.workers));
     let complete = Arc::new(AtomicBool::new(false));
-    let (store, api) = start_api(&config, &metrics, &complete)?;
+    let (store, api) = start_api(&config, &metrics, &complete, watch.as_ref().map(BrokerWatch::health))?;
     // In a cluster the rows go to worker 0, whose process serves the API.
     let routed = config.cluster.addresses.len() > 1;
 
@@ -390,6 +403,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                             settings: kafka.settings,
                             output: kafka.output,
                             durable: durable.clone(),
+                            brokers: kafka.brokers,
                         };
                         let (stream, handle) = kafka_source(scope, parts, ctx.clone());
                         commits = Some(handle);

@@ -31,6 +31,8 @@ use crate::config::ServeConfig;
 use crate::kafka::KafkaSetupError;
 use crate::schema::{Prediction, WindowFeatures};
 use crate::sinks::api::prom::Prom;
+use crate::kafka::logs::Quiet;
+use crate::kafka::watch::{BrokerHealth, BrokerWatch};
 use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role, catalogue_index};
 use crate::sinks::store::Store;
 
@@ -137,7 +139,8 @@ pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<ServeSummary, Se
         topics: topics.clone(),
         ..Progress::default()
     });
-    let server = start_api(config, &store, &progress)?;
+    let watch = BrokerWatch::start(&config.kafka, &config.kafka.topics.predictions)?;
+    let server = start_api(config, &store, &progress, watch.health())?;
     let mut features: Vec<WindowFeatures> = Vec::new();
     let mut predictions: Vec<Prediction> = Vec::new();
     let mut last_report = Instant::now();
@@ -229,7 +232,7 @@ pub fn serve(config: &ServeConfig, stop: &AtomicBool) -> Result<ServeSummary, Se
 
 /// Creates the output topics if missing, plans where each partition starts (the last
 /// `--history`, or the oldest message) and where it ends for readiness, and assigns them.
-fn connect(config: &ServeConfig, topics: &[String; 2]) -> Result<(BaseConsumer, Vec<Part>), ServeError> {
+fn connect(config: &ServeConfig, topics: &[String; 2]) -> Result<(BaseConsumer<Quiet>, Vec<Part>), ServeError> {
     let kafka = &config.kafka;
     let created = kafka.ensure_topics(&[&topics[0], &topics[1]], DEFAULT_PARTITIONS, SETUP_TIMEOUT)?;
     if !created.is_empty() {
@@ -242,7 +245,7 @@ fn connect(config: &ServeConfig, topics: &[String; 2]) -> Result<(BaseConsumer, 
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
     kafka.apply_user_options(&mut client);
-    let consumer: BaseConsumer = client.create().map_err(|source| KafkaSetupError::Client {
+    let consumer: BaseConsumer<Quiet> = client.create_with_context(Quiet).map_err(|source| KafkaSetupError::Client {
         what: "consumer",
         brokers: kafka.brokers.clone(),
         source: Box::new(source),
@@ -329,7 +332,7 @@ fn connect(config: &ServeConfig, topics: &[String; 2]) -> Result<(BaseConsumer, 
 }
 
 /// Refreshes the lag per partition from the broker's end offsets and logs a line.
-fn report(consumer: &BaseConsumer, parts: &[Part], progress: &Progress, store: &Store) {
+fn report(consumer: &BaseConsumer<Quiet>, parts: &[Part], progress: &Progress, store: &Store) {
     let mut total = 0;
     {
         let mut lag = progress.lag.lock().unwrap_or_else(|p| p.into_inner());
@@ -357,7 +360,12 @@ fn report(consumer: &BaseConsumer, parts: &[Part], progress: &Progress, store: &
     );
 }
 
-fn start_api(config: &ServeConfig, store: &Arc<Store>, progress: &Arc<Progress>) -> Result<ApiServer, ServeError> {
+fn start_api(
+    config: &ServeConfig,
+    store: &Arc<Store>,
+    progress: &Arc<Progress>,
+    brokers: Arc<BrokerHealth>,
+) -> Result<ApiServer, ServeError> {
     let mut prom = Prom::new(Some(store.clone()));
     prom.register(Box::new(ServeCollector(progress.clone())));
     let watched = progress.clone();
@@ -365,6 +373,7 @@ fn start_api(config: &ServeConfig, store: &Arc<Store>, progress: &Arc<Progress>)
         store: store.clone(),
         prom: Arc::new(prom),
         readiness: Arc::new(move || {
+            brokers.check()?;
             if watched.caught_up.load(Ordering::Relaxed) {
                 let newest = watched.newest_end.load(Ordering::Relaxed);
                 Ok(ReadyInfo {

@@ -43,7 +43,14 @@ pub struct OutputContext {
     failure: Arc<OnceLock<String>>,
 }
 
-impl ClientContext for OutputContext {}
+impl ClientContext for OutputContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka::logs::log(level, fac, message);
+    }
+    fn error(&self, e: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::logs::error(&e, reason);
+    }
+}
 
 impl ProducerContext for OutputContext {
     type DeliveryOpaque = Box<Ack>;

@@ -52,6 +52,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use timely::scheduling::SyncActivator;
 
+use crate::kafka::watch::BrokerHealth;
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::SourceTally;
 use crate::schema::{Invalid, InvalidReason, Reading, floor_minute, parse_json};
@@ -102,6 +103,12 @@ struct SourceClient {
 }
 
 impl ClientContext for SourceClient {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka::logs::log(level, fac, message);
+    }
+    fn error(&self, e: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::logs::error(&e, reason);
+    }
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
@@ -228,6 +235,9 @@ pub struct KafkaSourceParts {
     pub output: Arc<KafkaOutput>,
     /// The durable frontier of the sinks.
     pub durable: ProbeHandle<u64>,
+    /// Broker reachability: while the brokers are away, or back for less than the idle
+    /// timeout, no partition counts as idle.
+    pub brokers: Option<Arc<BrokerHealth>>,
 }
 
 /// The Kafka source on the current worker. Returns the readings and the handle the run
@@ -247,6 +257,7 @@ pub fn kafka_source<'s>(
             settings,
             output,
             durable,
+            brokers,
         } = parts;
         let owned = plan.owned_by(index, peers);
         let wake = scope.worker().sync_activator_for(info.address.to_vec());
@@ -375,10 +386,15 @@ pub fn kafka_source<'s>(
                 return;
             }
             if !stopping {
+                // A partition that is quiet only because the broker is unreachable is not
+                // idle: calling it idle would move the watermark to the wall clock, and the
+                // backlog produced during the outage would arrive late and be dropped.
+                let stable = brokers.as_ref().map_or(Some(Duration::MAX), |b| b.stable_for());
+                let idle_allowed = stable.is_some_and(|d| d >= config.idle_timeout);
                 let live: Vec<&PartitionState> = committer
                     .parts
                     .iter()
-                    .filter(|p| !p.is_idle(now, config.idle_timeout))
+                    .filter(|p| !(idle_allowed && p.is_idle(now, config.idle_timeout)))
                     .collect();
                 let candidate = if live.is_empty() {
                     Some(now_ms().saturating_sub(lateness))

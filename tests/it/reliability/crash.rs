@@ -14,7 +14,7 @@ use super::{
 #[test]
 fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = super::workdir();
     let (stations, duration, rate, kills) = if long() {
         (200, "12h", 6_000, 20)
     } else {
@@ -70,7 +70,7 @@ fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
 #[test]
 fn reliability_kill_9_of_one_cluster_process_then_restart() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = super::workdir();
     let (stations, duration, rate) = if long() { (100, "6h", 4_000) } else { (30, "2h", 2_500) };
     let golden = Golden::generate(dir.path(), stations, duration, &[]);
     let settings = fresh_topics(&brokers, "cluster-kill", 4);

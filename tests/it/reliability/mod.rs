@@ -16,6 +16,7 @@
 //! names a file, appends the JSON there.
 
 mod crash;
+mod outage;
 mod poison;
 mod stop;
 mod time;
@@ -36,6 +37,17 @@ use crate::common::{arg, replay, sorted_lines};
 
 /// How long any single wait may take before the scenario fails.
 pub const DEADLINE: Duration = Duration::from_secs(180);
+
+/// A scenario's scratch folder (inputs, child logs). Kept, and named on stderr, when
+/// `WEATHERFLOW_KEEP_TEST_DIRS` is set, to read the logs of a failed run.
+pub fn workdir() -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new().prefix("reliability-").tempdir().expect("temp dir");
+    if std::env::var_os("WEATHERFLOW_KEEP_TEST_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("reliability: keeping {}", dir.path().display());
+    }
+    dir
+}
 
 /// Whether the long versions were asked for.
 pub fn long() -> bool {
@@ -362,18 +374,15 @@ pub fn stop_all(procs: Vec<Proc>) -> Vec<Duration> {
 
 /// Starts `run --source kafka` on `settings`' topics, logging to `dir/name.log`.
 pub fn pipeline(dir: &Path, name: &str, settings: &KafkaSettings, group: &str, extra: &[&str]) -> Proc {
-    let mut args: Vec<String> = [
-        "run",
-        "--source",
-        "kafka",
-        "--idle-timeout",
-        "1s",
-        "--commit-interval",
-        "100ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = ["run", "--source", "kafka", "--commit-interval", "100ms"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // Quick idleness, so windows close promptly once the input stops, unless the
+    // scenario chooses its own.
+    if !extra.contains(&"--idle-timeout") {
+        args.extend(["--idle-timeout".to_owned(), "1s".to_owned()]);
+    }
     args.extend(topic_args(settings, group));
     args.extend(extra.iter().map(|s| s.to_string()));
     Proc::spawn(&args, dir.join(format!("{name}.log")), &[])

@@ -117,7 +117,7 @@ fn sample(metrics: &str, series: &str) -> Option<u64> {
 #[test]
 fn reliability_poison_records_are_dead_lettered_counted_and_harmless() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = super::workdir();
     let (stations, duration, rounds) = if long() { (100, "6h", 20) } else { (12, "1h", 1) };
     let golden = Golden::generate(dir.path(), stations, duration, &[]);
     let mut settings = fresh_topics(&brokers, "poison", 4);

@@ -18,7 +18,7 @@ const STOP_BOUND: Duration = Duration::from_secs(20);
 #[test]
 fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = super::workdir();
     let (stations, duration) = if long() { (300, "12h") } else { (40, "2h") };
     let golden = Golden::generate(dir.path(), stations, duration, &[]);
     let settings = fresh_topics(&brokers, "w1w2", 4);
@@ -55,7 +55,7 @@ fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run()
 #[test]
 fn reliability_sigterm_mid_window_exits_promptly_and_commits() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = super::workdir();
     let (stations, duration, rate, stops) = if long() {
         (200, "8h", 5_000, 12)
     } else {

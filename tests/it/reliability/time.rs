@@ -34,7 +34,7 @@ fn sample(metrics: &str, series: &str) -> Option<u64> {
 #[test]
 fn reliability_time_duplicates_lateness_idle_partition_and_silent_stations() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = super::workdir();
     let seeds: Vec<u64> = if long() { (1..=10).collect() } else { vec![0x71e] };
     let mut report = Report::new("5. time: duplicates, lateness, idle partition, silent station");
     let mut all = Check::default();

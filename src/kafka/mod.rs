@@ -6,6 +6,9 @@
 //! that needs them, each with a comment saying why; user options are applied last by
 //! [`KafkaSettings::apply_user_options`] so SASL/SSL and tuning always pass through.
 
+pub mod logs;
+pub mod watch;
+
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -38,6 +41,9 @@ pub enum KafkaSetupError {
         #[source]
         source: Box<KafkaError>,
     },
+    /// The broker watch thread could not be started.
+    #[error("cannot start the Kafka broker watch thread")]
+    WatchThread(#[source] std::io::Error),
     /// The topic exists but has no partitions, or does not exist.
     #[error("kafka: topic {topic:?} does not exist on {brokers} (create it, e.g. with `weatherflow produce`)")]
     NoTopic {
