@@ -18,7 +18,7 @@ mod prediction;
 mod timestamp;
 
 pub use features::{Trend, VariableStats, WindowFeatures};
-pub use json::parse_json;
+pub use json::{parse_json, parse_json_reference};
 pub use prediction::{AnomalyRecord, ForecastRecord, ModelVersions, Prediction, round3};
 pub use timestamp::{MAX_EPOCH_MS, MINUTE_MS, floor_minute, format_rfc3339, parse_rfc3339, parse_rfc3339_clamped};
 

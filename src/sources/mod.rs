@@ -80,6 +80,17 @@ impl SourceContext {
         }
     }
 
+    /// [`SourceContext::may_send`] for a source that knows where its own data began
+    /// (`start_ms`): before the cluster's frontier exists, it may still read only
+    /// `--max-ahead` past that start. Without this, a source's first activation could
+    /// read hours of backlog at once, which a slow sink would then have to hold.
+    pub fn may_send_from(&self, ms: u64, start_ms: Option<u64>) -> bool {
+        self.probe.with_frontier(|f| match f.first() {
+            None | Some(0) => start_ms.is_none_or(|s| ms <= s.saturating_add(self.max_ahead_ms)),
+            Some(&lowest) => ms <= lowest.saturating_add(self.max_ahead_ms),
+        })
+    }
+
     /// Whether data at event time `ms` may be sent now without running too far ahead.
     ///
     /// A frontier still at 0 means some worker has not started yet; the limit only makes

@@ -7,6 +7,7 @@ mod broker;
 mod cluster;
 mod common;
 mod deploy;
+mod fuzz;
 mod http;
 mod kafka;
 mod ml;

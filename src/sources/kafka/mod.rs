@@ -310,6 +310,8 @@ pub fn kafka_source<'s>(
         let mut watermark = 0u64;
         let mut batch: Vec<Reading> = Vec::new();
         let mut queue_warned: Option<Instant> = None;
+        // Each owned partition's first event time, for pacing before the frontier exists.
+        let mut starts: Vec<Option<u64>> = Vec::new();
         move |output_handle| {
             let Some((held, queues, view)) = cap.as_mut() else {
                 return;
@@ -346,18 +348,24 @@ pub fn kafka_source<'s>(
                 }
             }
             if !stopping {
+                starts.resize(queues.len(), None);
                 for (i, queue) in queues.iter().enumerate() {
                     // Pacing: a partition far ahead of the slowest part of the cluster
-                    // waits; librdkafka's bounded prefetch then stops fetching it.
-                    if !ctx.may_send(committer.parts[i].max_event_ms.unwrap_or(0)) {
-                        continue;
-                    }
-                    while budget > 0 {
+                    // (the durable frontier of the Kafka sinks included) waits;
+                    // librdkafka's bounded prefetch then stops fetching it. Checked per
+                    // message, not per activation: one activation's budget can span hours
+                    // of event time, which a slow sink would then have to buffer.
+                    while budget > 0
+                        && ctx.may_send_from(committer.parts[i].max_event_ms.unwrap_or(0), starts[i])
+                    {
                         match queue.poll(Duration::ZERO) {
                             None => break,
                             Some(Ok(message)) => {
                                 budget -= 1;
                                 intake.take(&message, committer);
+                                if starts[i].is_none() {
+                                    starts[i] = committer.parts[i].max_event_ms;
+                                }
                             }
                             Some(Err(e)) => {
                                 if queue_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {

@@ -18,6 +18,7 @@
 mod crash;
 mod outage;
 mod poison;
+mod slow_sink;
 mod stop;
 mod time;
 
