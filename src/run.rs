@@ -23,7 +23,7 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::core::Filter;
 
 use crate::config::{Config, SourceConfig};
-use crate::kafka::watch::{BrokerHealth, BrokerWatch};
+use crate::kafka::watch::{BrokerHealth, BrokerWatch, OutputStall};
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::{Metrics, Snapshot};
 use crate::ml::MlError;
@@ -481,12 +481,25 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         let _ = done_tx.send(results);
     });
     let mut previous = metrics.snapshot();
+    let mut stall = OutputStall::default();
+    let health = watch.as_ref().map(BrokerWatch::health);
     let results = loop {
         match done_rx.recv_timeout(config.progress_interval) {
             Ok(results) => break results,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = metrics.snapshot();
                 log_progress(&previous, &now, config.progress_interval);
+                if let (Some(output), Some(health)) = (&kafka_output, &health)
+                    && let Some(why) = stall.check(
+                        output.in_flight(),
+                        now.windows_acked,
+                        health.stable_for(),
+                        Instant::now(),
+                    )
+                    && failure.set(why.clone()).is_ok()
+                {
+                    tracing::error!(error = %why, "fatal");
+                }
                 previous = now;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -511,10 +524,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         }
         api.stop();
     }
-    if let Some(output) = &kafka_output
-        && output.flush(DRAIN_TIMEOUT).is_err()
-    {
-        return Err(RunError::Unflushed(output.in_flight()));
+    if let Some(output) = &kafka_output {
+        // After a fatal error the output may be the thing that is stuck: do not wait long.
+        let failed = failure.get().is_some();
+        let timeout = if failed { Duration::from_secs(1) } else { DRAIN_TIMEOUT };
+        if output.flush(timeout).is_err() && !failed {
+            return Err(RunError::Unflushed(output.in_flight()));
+        }
     }
     if let Some(message) = results.into_iter().find_map(Result::err) {
         return Err(RunError::WorkerPanic(message));

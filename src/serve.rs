@@ -29,10 +29,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::ServeConfig;
 use crate::kafka::KafkaSetupError;
-use crate::schema::{Prediction, WindowFeatures};
-use crate::sinks::api::prom::Prom;
 use crate::kafka::logs::Quiet;
 use crate::kafka::watch::{BrokerHealth, BrokerWatch};
+use crate::schema::{Prediction, WindowFeatures};
+use crate::sinks::api::prom::Prom;
 use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role, catalogue_index};
 use crate::sinks::store::Store;
 
@@ -245,11 +245,14 @@ fn connect(config: &ServeConfig, topics: &[String; 2]) -> Result<(BaseConsumer<Q
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
     kafka.apply_user_options(&mut client);
-    let consumer: BaseConsumer<Quiet> = client.create_with_context(Quiet).map_err(|source| KafkaSetupError::Client {
-        what: "consumer",
-        brokers: kafka.brokers.clone(),
-        source: Box::new(source),
-    })?;
+    let consumer: BaseConsumer<Quiet> =
+        client
+            .create_with_context(Quiet)
+            .map_err(|source| KafkaSetupError::Client {
+                what: "consumer",
+                brokers: kafka.brokers.clone(),
+                source: Box::new(source),
+            })?;
     let request = |what: String| {
         move |source| KafkaSetupError::Request {
             what,

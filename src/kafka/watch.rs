@@ -10,8 +10,8 @@
 //! logged once, with how long the outage lasted; while it lasts, a reminder every
 //! [`REMINDER`] at most.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -91,11 +91,13 @@ impl BrokerWatch {
         let mut cfg: ClientConfig = settings.client_config();
         settings.apply_user_options(&mut cfg);
         // The watch does the reporting; its client stays quiet.
-        let client: BaseConsumer<Quiet> = cfg.create_with_context(Quiet).map_err(|source| KafkaSetupError::Client {
-            what: "broker watch",
-            brokers: settings.brokers.clone(),
-            source: Box::new(source),
-        })?;
+        let client: BaseConsumer<Quiet> = cfg
+            .create_with_context(Quiet)
+            .map_err(|source| KafkaSetupError::Client {
+                what: "broker watch",
+                brokers: settings.brokers.clone(),
+                source: Box::new(source),
+            })?;
         let health = Arc::new(BrokerHealth::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (h, s, topic) = (health.clone(), stop.clone(), topic.to_owned());
@@ -123,6 +125,45 @@ impl Drop for BrokerWatch {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// How long output may stay unacknowledged, with the brokers answering all along,
+/// before the producer counts as stuck.
+pub const STALL_AFTER: Duration = Duration::from_secs(60);
+
+/// Notices a producer that the brokers no longer acknowledge although they answer: what
+/// an idempotent producer does after a broker lost its log (its producer id and sequence
+/// numbers are unknown there, and librdkafka retries forever). Retrying on would hang the
+/// run silently with the durable frontier frozen; stopping lets a restart resume from the
+/// last checkpoint with a fresh producer.
+#[derive(Debug, Default)]
+pub struct OutputStall {
+    /// The acknowledgement count last seen, and since when it has not moved.
+    last: Option<(u64, Instant)>,
+}
+
+impl OutputStall {
+    /// Feeds one observation: records in flight, acknowledgements so far, and how long
+    /// the brokers have answered without a break. Returns the reason to stop, if stuck.
+    pub fn check(&mut self, in_flight: i32, acked: u64, stable_for: Option<Duration>, now: Instant) -> Option<String> {
+        let since = match self.last {
+            Some((count, since)) if count == acked && in_flight > 0 => since,
+            _ => {
+                self.last = Some((acked, now));
+                return None;
+            }
+        };
+        let waited = now.duration_since(since);
+        let answering = stable_for.is_some_and(|d| d >= STALL_AFTER);
+        (waited >= STALL_AFTER && answering).then(|| {
+            format!(
+                "kafka: {in_flight} records unacknowledged for {}s although the brokers answer; \
+                 the producer is stuck (did a broker lose its log?). Stopping, so that a restart \
+                 resumes from the last checkpoint",
+                waited.as_secs()
+            )
+        })
     }
 }
 
@@ -173,4 +214,28 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_needs_in_flight_records_no_acks_and_answering_brokers() {
+        let t0 = Instant::now();
+        let later = t0 + STALL_AFTER + Duration::from_secs(1);
+        let up = Some(STALL_AFTER * 2);
+        let mut s = OutputStall::default();
+        assert_eq!(s.check(5, 10, up, t0), None);
+        assert!(s.check(5, 10, up, later).is_some(), "stuck");
+        let mut s = OutputStall::default();
+        s.check(5, 10, up, t0);
+        assert_eq!(s.check(5, 11, up, later), None, "acks moved");
+        let mut s = OutputStall::default();
+        s.check(5, 10, None, t0);
+        assert_eq!(s.check(5, 10, None, later), None, "an outage is not a stall");
+        let mut s = OutputStall::default();
+        s.check(0, 10, up, t0);
+        assert_eq!(s.check(0, 10, up, later), None, "nothing in flight");
+    }
 }

@@ -123,15 +123,28 @@ fn mutate(seed: &[u8], edits: &[(u8, usize, u8)]) -> Vec<u8> {
 fn check_reading(bytes: &[u8]) -> Result<(), TestCaseError> {
     let got = parse_json(bytes, 3);
     let reference = parse_json_reference(bytes, 3);
-    prop_assert_eq!(&got, &reference, "fast path and reference disagree on {:?}", String::from_utf8_lossy(bytes));
+    prop_assert_eq!(
+        &got,
+        &reference,
+        "fast path and reference disagree on {:?}",
+        String::from_utf8_lossy(bytes)
+    );
     if let Ok(r) = got {
-        prop_assert!(!r.station.is_empty() && r.station.len() <= 64, "station id {:?}", r.station);
+        prop_assert!(
+            !r.station.is_empty() && r.station.len() <= 64,
+            "station id {:?}",
+            r.station
+        );
         for var in Var::ALL {
             let v = r.values[var as usize];
             if v != weatherflow::schema::MISSING {
                 let (lo, hi) = var.range();
                 let v = f64::from(v) / 1000.0;
-                prop_assert!(v >= lo - 0.0005 && v <= hi + 0.0005, "{} = {v} out of range", var.name());
+                prop_assert!(
+                    v >= lo - 0.0005 && v <= hi + 0.0005,
+                    "{} = {v} out of range",
+                    var.name()
+                );
             }
         }
     }
@@ -174,8 +187,10 @@ fn fuzz_reading_parser_on_generated_readings() {
         Just("null".to_owned()),
         (-1200.0f64..1200.0).prop_map(|v| format!("{v}")),
         (-1200i64..1200).prop_map(|v| v.to_string()),
-        prop::sample::select(vec!["-90", "60", "60.0005", "-90.0004", "100.0004", "1e2", "-0", "0.0001", "1E-3"])
-            .prop_map(str::to_owned),
+        prop::sample::select(vec![
+            "-90", "60", "60.0005", "-90.0004", "100.0004", "1e2", "-0", "0.0001", "1E-3"
+        ])
+        .prop_map(str::to_owned),
     ];
     let ts = prop_oneof![
         (0u64..4_000_000_000_000).prop_map(|v| v.to_string()),
@@ -186,7 +201,10 @@ fn fuzz_reading_parser_on_generated_readings() {
     runner()
         .run(&strategy, |(station, ts, values, order, extra)| {
             let mut fields = vec![format!(r#""station_id":"{station}""#), format!(r#""timestamp":{ts}"#)];
-            for (name, v) in ["temperature", "humidity", "pressure", "wind_speed"].iter().zip(&values) {
+            for (name, v) in ["temperature", "humidity", "pressure", "wind_speed"]
+                .iter()
+                .zip(&values)
+            {
                 fields.push(format!(r#""{name}":{v}"#));
             }
             if extra {

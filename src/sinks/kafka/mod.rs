@@ -62,8 +62,13 @@ impl ProducerContext for OutputContext {
                 // With infinite retries only permanent errors get here; the record is
                 // lost unless the run stops, so it stops (and commits nothing past it).
                 let text = format!("kafka: delivery to {} failed permanently: {error}", message.topic());
-                tracing::error!(error = %text, "fatal");
-                let _ = self.failure.set(text);
+                // The first failure stops the run; the rest (a purge at exit fails every
+                // queued record) would only flood the log.
+                if self.failure.set(text.clone()).is_ok() {
+                    tracing::error!(error = %text, "fatal");
+                } else {
+                    tracing::debug!(error = %text, "delivery failed after the run had failed");
+                }
             }
         }
     }

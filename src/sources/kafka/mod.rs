@@ -90,6 +90,8 @@ pub struct KafkaSourceConfig {
 const BUDGET: usize = 50_000;
 /// The wall-clock heartbeat.
 const HEARTBEAT: Duration = Duration::from_millis(100);
+/// How long a rewind of a replaced partition log may block the worker (rare).
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of the blocking metadata and offset requests made before the run starts.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -339,11 +341,30 @@ pub fn kafka_source<'s>(
                     intake.take(&message, committer);
                 }
             }
-            if let Ok(view) = view.lock() {
+            if let Ok(mut view) = view.lock() {
                 for p in &mut committer.parts {
                     if let Some(&(high, fetch)) = view.get(&p.id) {
                         p.high_watermark = Some(high);
                         p.fetch_position = (fetch >= 0).then_some(fetch);
+                    }
+                    if p.log_replaced() {
+                        tracing::warn!(
+                            topic = %committer.topic,
+                            partition = p.id,
+                            log_end = p.high_watermark,
+                            position = p.next_offset,
+                            "the partition's log ends before what was already read: the topic was \
+                             recreated or truncated; reading it again from its beginning"
+                        );
+                        if let Err(e) = consumer.seek(&committer.topic, p.id, Offset::Beginning, SEEK_TIMEOUT) {
+                            ctx.fail(format!(
+                                "kafka: cannot rewind partition {} of {}: {e}",
+                                p.id, committer.topic
+                            ));
+                        }
+                        p.restart_log(now);
+                        // The statistics seen so far describe the old log.
+                        view.remove(&p.id);
                     }
                 }
             }
@@ -355,9 +376,7 @@ pub fn kafka_source<'s>(
                     // librdkafka's bounded prefetch then stops fetching it. Checked per
                     // message, not per activation: one activation's budget can span hours
                     // of event time, which a slow sink would then have to buffer.
-                    while budget > 0
-                        && ctx.may_send_from(committer.parts[i].max_event_ms.unwrap_or(0), starts[i])
-                    {
+                    while budget > 0 && ctx.may_send_from(committer.parts[i].max_event_ms.unwrap_or(0), starts[i]) {
                         match queue.poll(Duration::ZERO) {
                             None => break,
                             Some(Ok(message)) => {

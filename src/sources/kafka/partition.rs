@@ -109,6 +109,24 @@ impl PartitionState {
         }
     }
 
+    /// Whether the broker's log end is behind what this partition already consumed: the
+    /// log was replaced (topic deleted and recreated, a broker that lost its storage) or
+    /// truncated. Reading on from our offset would skip every new message below it.
+    pub fn log_replaced(&self) -> bool {
+        matches!((self.high_watermark, self.next_offset), (Some(high), Some(next)) if high < next)
+    }
+
+    /// Restarts the offset bookkeeping for a replaced log, read again from its beginning.
+    /// Event-time state stays: the readings consumed before were real.
+    pub fn restart_log(&mut self, now: Instant) {
+        self.next_offset = None;
+        self.marks.clear();
+        self.high_watermark = None;
+        self.fetch_position = None;
+        self.committed = None;
+        self.last_activity = now;
+    }
+
     /// The partition's own watermark: its largest event time minus the lateness.
     pub fn watermark(&self, lateness_ms: u64) -> Option<u64> {
         self.max_event_ms.map(|m| m.saturating_sub(lateness_ms))

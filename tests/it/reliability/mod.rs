@@ -42,7 +42,10 @@ pub const DEADLINE: Duration = Duration::from_secs(180);
 /// A scenario's scratch folder (inputs, child logs). Kept, and named on stderr, when
 /// `WEATHERFLOW_KEEP_TEST_DIRS` is set, to read the logs of a failed run.
 pub fn workdir() -> tempfile::TempDir {
-    let mut dir = tempfile::Builder::new().prefix("reliability-").tempdir().expect("temp dir");
+    let mut dir = tempfile::Builder::new()
+        .prefix("reliability-")
+        .tempdir()
+        .expect("temp dir");
     if std::env::var_os("WEATHERFLOW_KEEP_TEST_DIRS").is_some() {
         dir.disable_cleanup(true);
         eprintln!("reliability: keeping {}", dir.path().display());

@@ -11,6 +11,8 @@ use crate::broker::{Reader, signal};
 use crate::common::free_port;
 use crate::http;
 
+use weatherflow::kafka::watch::STALL_AFTER;
+
 use super::{Check, DEADLINE, Golden, Progress, Report, await_windows, pipeline, producer, settle, stop_all};
 
 /// A broker of our own from `scripts/test-broker.sh`, stopped when dropped.
@@ -44,7 +46,11 @@ impl PrivateBroker {
 
     pub fn start(&self) {
         let out = self.script("up");
-        assert!(out.status.success(), "private broker: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "private broker: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -89,7 +95,13 @@ fn reliability_broker_paused_30s_ready_flips_and_nothing_is_lost() {
     let api = format!("127.0.0.1:{port}");
     // An idle timeout above the watch's detection time (about 5 s), as in production
     // (default 30 s): partitions fall quiet before an outage is known otherwise.
-    let run = pipeline(dir.path(), "run", &settings, "pause", &["-w", "2", "--api", &api, "--idle-timeout", "8s"]);
+    let run = pipeline(
+        dir.path(),
+        "run",
+        &settings,
+        "pause",
+        &["-w", "2", "--api", &api, "--idle-timeout", "8s"],
+    );
     let mut features = Reader::new(&broker.address, &settings.topics.features);
     let progress = Progress::default();
     let total = golden.windows.len();
@@ -123,17 +135,155 @@ fn reliability_broker_paused_30s_ready_flips_and_nothing_is_lost() {
     let log = std::fs::read_to_string(&log_path).expect("pipeline log");
     let told = log.matches("Kafka unreachable").count();
     let back = log.matches("Kafka reachable again").count();
-    let noisy = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).count();
+    let noisy = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
     let check = Check::of(&features.messages, &golden.windows);
     report.runs = 1;
     report.faults = 1;
     report.records_in = golden.lines;
-    report.extra.insert("ready_503_after_ms".into(), (detected.as_millis() as u64).into());
-    report.extra.insert("ready_200_after_ms".into(), (ready_again.as_millis() as u64).into());
+    report
+        .extra
+        .insert("ready_503_after_ms".into(), (detected.as_millis() as u64).into());
+    report
+        .extra
+        .insert("ready_200_after_ms".into(), (ready_again.as_millis() as u64).into());
     report.extra.insert("warn_or_error_lines".into(), noisy.into());
     report = report.with(&check);
     report.emit();
     assert_eq!((told, back), (1, 1), "the outage is logged once, its end once:\n{log}");
     assert!(noisy <= 10, "{noisy} warning/error lines for one outage:\n{log}");
     check.assert_clean("broker paused");
+}
+
+#[test]
+#[ignore = "long: broker restart; run by scripts/reliability.sh"]
+fn reliability_broker_restart_loses_only_what_the_broker_lost() {
+    // The broker keeps its log in memory, so a restart loses every topic, and with them
+    // the idempotent producer's identity: librdkafka then retries forever, unacknowledged.
+    // What the pipeline must do: notice the outage (503, logged once), rewind its source
+    // to the new logs, and when its output stays unacknowledged for a minute although the
+    // brokers answer, stop with a clear error instead of hanging; a restarted pipeline
+    // (a supervisor's job) then emits every window whose readings all arrived after the
+    // broker's restart, identical to the golden run. Windows whose readings straddle the
+    // restart cannot be right: half of their input is gone with the broker.
+    let dir = super::workdir();
+    let broker = PrivateBroker::up(dir.path());
+    let golden = Golden::generate(dir.path(), 30, "4h", &[]);
+    let text = std::fs::read_to_string(&golden.raw).expect("raw");
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let (first, second) = (dir.path().join("first.jsonl"), dir.path().join("second.jsonl"));
+    std::fs::write(&first, lines[..half].join("\n") + "\n").expect("first half");
+    std::fs::write(&second, lines[half..].join("\n") + "\n").expect("second half");
+    let boundary = weatherflow::schema::parse_json(lines[half].as_bytes(), 0)
+        .expect("valid")
+        .timestamp_ms;
+
+    let settings = crate::broker::fresh_topics(&broker.address, "restart", 4);
+    let mut report = Report::new("3b. broker restart (in-memory log lost)");
+    let (fed, _) = producer(dir.path(), &settings, &first, 0).wait(DEADLINE);
+    assert!(fed, "first half produced");
+    let port = free_port();
+    let api = format!("127.0.0.1:{port}");
+    // Historical input: partitions idle for longer than the idle timeout would let the
+    // watermark follow the wall clock, and the second half would be late by design. 30 s
+    // covers the gap between the halves.
+    let args = ["-w", "2", "--api", &api, "--idle-timeout", "30s"];
+    let run = pipeline(dir.path(), "run", &settings, "restart", &args);
+    let mut features = Reader::new(&broker.address, &settings.topics.features);
+    let progress = Progress::default();
+    ready_becomes(port, 200, DEADLINE);
+    await_windows(
+        &mut features,
+        &progress,
+        golden.windows.len() / 4,
+        "output of the first half",
+    );
+
+    broker.down();
+    let went = Instant::now();
+    let detected = ready_becomes(port, 503, Duration::from_secs(20));
+    broker.start();
+    settings
+        .ensure_topics(&settings.topics.all(), 4, Duration::from_secs(20))
+        .expect("topics recreated");
+    let back = Instant::now();
+    let ready_again = ready_becomes(port, 200, Duration::from_secs(60));
+    // Paced: the source can only tell a replaced log while it is shorter than what it had
+    // read (nisshi has no leader epochs to tell it otherwise), and a real outage's new
+    // log grows at the producers' pace.
+    let (fed, _) = producer(dir.path(), &settings, &second, 2_000).wait(DEADLINE);
+    assert!(fed, "second half produced");
+
+    // The stuck producer is noticed and the run stops, non-zero, within bounds.
+    let log_path = run.log.clone();
+    let (ok, _) = run.wait(STALL_AFTER + Duration::from_secs(60));
+    let stopped_after = back.elapsed();
+    let log = std::fs::read_to_string(&log_path).expect("pipeline log");
+    assert!(!ok, "a stuck producer stops the run");
+    assert!(log.contains("the producer is stuck"), "the reason is logged:\n{log}");
+    assert!(
+        log.contains("reading it again from its beginning"),
+        "the source rewound to the new log:\n{log}"
+    );
+    assert_eq!(
+        log.matches("Kafka unreachable").count(),
+        1,
+        "the outage is logged once:\n{log}"
+    );
+
+    let restarted = Instant::now();
+    let run = pipeline(dir.path(), "run-2", &settings, "restart", &args);
+    // Windows ending more than 6 minutes after the restart point hold only readings from
+    // the second half, and so does the window before them, which their trend compares to.
+    let after = boundary + 6 * 60_000;
+    let in_second = |end: &str| weatherflow::schema::parse_rfc3339(end).is_some_and(|e| e > after);
+    let want: std::collections::BTreeMap<(String, String), Vec<u8>> = golden
+        .windows
+        .iter()
+        .filter(|((_, end), _)| in_second(end))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut features = Reader::new(&broker.address, &settings.topics.features);
+    let progress = Progress::default();
+    await_windows(&mut features, &progress, 1, "a window after the pipeline's restart");
+    report.recover_ms.push(restarted.elapsed().as_millis() as u64);
+    features.until(DEADLINE, "every window after the broker's restart", |m| {
+        m.iter().filter(|m| in_second(&super::window_key(m).1)).count() >= want.len()
+    });
+    stop_all(vec![run]);
+    features.read_to_end();
+    let kept: Vec<crate::broker::Msg> = features
+        .messages
+        .iter()
+        .filter(|m| in_second(&super::window_key(m).1))
+        .cloned()
+        .collect();
+    let check = Check::of(&kept, &want);
+    report.runs = 2;
+    report.faults = 1;
+    report.records_in = golden.lines;
+    report.extra.insert(
+        "outage_ms".into(),
+        (back.duration_since(went).as_millis() as u64).into(),
+    );
+    report
+        .extra
+        .insert("ready_503_after_ms".into(), (detected.as_millis() as u64).into());
+    report
+        .extra
+        .insert("ready_200_after_ms".into(), (ready_again.as_millis() as u64).into());
+    report.extra.insert(
+        "stuck_producer_stop_ms".into(),
+        (stopped_after.as_millis() as u64).into(),
+    );
+    report.extra.insert(
+        "windows_lost_with_the_broker".into(),
+        (golden.windows.len() - want.len()).into(),
+    );
+    report = report.with(&check);
+    report.emit();
+    check.assert_clean("after a broker restart");
 }

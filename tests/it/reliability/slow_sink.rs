@@ -99,7 +99,12 @@ fn reliability_slow_sink_backpressures_the_source_and_catches_up() {
         std::thread::sleep(rest);
     }
     let read_when_free_done = records_in(port);
-    await_windows(&mut features, &progress, golden.windows.len(), "every window, throttled");
+    await_windows(
+        &mut features,
+        &progress,
+        golden.windows.len(),
+        "every window, throttled",
+    );
     let took = started.elapsed();
     let peak_kib = peak_rss_kib(run.id());
     stop_all(vec![run]);
@@ -112,13 +117,23 @@ fn reliability_slow_sink_backpressures_the_source_and_catches_up() {
     report.records_in = golden.lines;
     report.extra.insert("free_s".into(), free.took.as_secs_f64().into());
     report.extra.insert("throttled_s".into(), took.as_secs_f64().into());
-    report.extra.insert("free_peak_rss_mib".into(), (free.peak_kib / 1024).into());
-    report.extra.insert("throttled_peak_rss_mib".into(), (peak_kib / 1024).into());
-    report.extra.insert("read_at_free_finish".into(), read_when_free_done.into());
+    report
+        .extra
+        .insert("free_peak_rss_mib".into(), (free.peak_kib / 1024).into());
+    report
+        .extra
+        .insert("throttled_peak_rss_mib".into(), (peak_kib / 1024).into());
+    report
+        .extra
+        .insert("read_at_free_finish".into(), read_when_free_done.into());
     report = report.with(&check);
     report.emit();
     check.assert_clean("throttled run");
-    assert!(took > free.took * 2, "the throttle bit: {took:?} against {:?}", free.took);
+    assert!(
+        took > free.took * 2,
+        "the throttle bit: {took:?} against {:?}",
+        free.took
+    );
     assert!(
         (read_when_free_done as usize) < golden.lines,
         "backpressure reached the source: {read_when_free_done} of {} read when the free run was done",

@@ -69,7 +69,7 @@ fn reliability_sigterm_mid_window_exits_promptly_and_commits() {
     let progress = Progress::default();
     let mut dice = Dice::new(0x7e57);
     let total = golden.windows.len();
-    let workers = |k: usize| if k % 2 == 0 { "1" } else { "2" };
+    let workers = |k: usize| if k.is_multiple_of(2) { "1" } else { "2" };
     let mut run = pipeline(dir.path(), "run-0", &settings, "sigterm", &["-w", workers(0)]);
     report.runs = 1;
     let mut stop_ms = Vec::new();
