@@ -208,10 +208,20 @@ impl Reader {
                 .expect("watermarks");
             highs.insert(p.id(), high);
         }
-        self.until(Duration::from_secs(30), "the end of the topic", |msgs| {
+        // Tracked incrementally: a topic of a million messages must not be rescanned
+        // after every poll.
+        let seen = std::cell::RefCell::new((0usize, HashMap::<i32, i64>::new()));
+        self.until(Duration::from_secs(120), "the end of the topic", |msgs| {
+            let mut seen = seen.borrow_mut();
+            let (done, ends) = &mut *seen;
+            for m in &msgs[*done..] {
+                let end = ends.entry(m.partition).or_insert(0);
+                *end = (*end).max(m.offset + 1);
+            }
+            *done = msgs.len();
             highs
                 .iter()
-                .all(|(p, high)| *high == 0 || msgs.iter().filter(|m| m.partition == *p).any(|m| m.offset + 1 >= *high))
+                .all(|(p, high)| *high == 0 || ends.get(p).is_some_and(|e| *e >= *high))
         });
     }
 }

@@ -90,7 +90,7 @@ pub struct KafkaSourceConfig {
 const BUDGET: usize = 50_000;
 /// The wall-clock heartbeat.
 const HEARTBEAT: Duration = Duration::from_millis(100);
-/// How long a rewind of a replaced partition log may block the worker (rare).
+/// How long checking and rewinding a replaced partition log may block the worker (rare).
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of the blocking metadata and offset requests made before the run starts.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -346,6 +346,15 @@ pub fn kafka_source<'s>(
                     if let Some(&(high, fetch)) = view.get(&p.id) {
                         p.high_watermark = Some(high);
                         p.fetch_position = (fetch >= 0).then_some(fetch);
+                    }
+                    // The statistics are up to a second old, so under load they often
+                    // show a log end below what was consumed since; only a fresh answer
+                    // from the broker can say the log really was replaced.
+                    if p.log_replaced() {
+                        match consumer.fetch_watermarks(&committer.topic, p.id, SEEK_TIMEOUT) {
+                            Ok((_, high)) => p.high_watermark = Some(high),
+                            Err(_) => p.high_watermark = None,
+                        }
                     }
                     if p.log_replaced() {
                         tracing::warn!(

@@ -349,6 +349,17 @@ impl Proc {
     }
 }
 
+/// A scenario that fails half-way must not leave pipelines running (they would hold CPU
+/// and broker connections for every later test).
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The last `n` lines of a log.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
