@@ -385,7 +385,12 @@ pub fn kafka_source<'s>(
                     // librdkafka's bounded prefetch then stops fetching it. Checked per
                     // message, not per activation: one activation's budget can span hours
                     // of event time, which a slow sink would then have to buffer.
-                    while budget > 0 && ctx.may_send_from(committer.parts[i].max_event_ms.unwrap_or(0), starts[i]) {
+                    while budget > 0 {
+                        if !ctx.may_send_from(committer.parts[i].max_event_ms.unwrap_or(0), starts[i]) {
+                            // Held back, so behind: not idle, whatever the statistics say.
+                            committer.parts[i].hold(now);
+                            break;
+                        }
                         match queue.poll(Duration::ZERO) {
                             None => break,
                             Some(Ok(message)) => {

@@ -127,6 +127,13 @@ impl PartitionState {
         self.last_activity = now;
     }
 
+    /// Notes that the source chose not to read this partition now (pacing): it is behind,
+    /// not idle, and must keep holding the watermark back. Statistics a second old can
+    /// show it caught up, so quiet time alone must not make it idle.
+    pub fn hold(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
     /// The partition's own watermark: its largest event time minus the lateness.
     pub fn watermark(&self, lateness_ms: u64) -> Option<u64> {
         self.max_event_ms.map(|m| m.saturating_sub(lateness_ms))

@@ -195,6 +195,14 @@ impl Check {
     }
 }
 
+/// The value of a Prometheus sample line `series value` in `/metrics` text.
+pub fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
+        .map(|v| v as u64)
+}
+
 /// (station_id, window_end) of an output message, from its key and header.
 pub fn window_key(m: &Msg) -> (String, String) {
     let station = String::from_utf8_lossy(m.key.as_deref().expect("output records are keyed")).into_owned();

@@ -13,7 +13,7 @@ use crate::broker::{Reader, brokers, create_topic, fresh_topics, produce};
 use crate::common::free_port;
 use crate::http;
 
-use super::{Check, DEADLINE, Golden, Progress, Report, await_windows, long, pipeline, stop_all};
+use super::{Check, DEADLINE, Golden, Progress, Report, await_windows, long, pipeline, sample, stop_all};
 
 /// Every poison record with the reason it must be dead-lettered for.
 fn poison(now_ms: u64) -> Vec<(&'static str, Vec<u8>)> {
@@ -104,14 +104,6 @@ fn poison(now_ms: u64) -> Vec<(&'static str, Vec<u8>)> {
         )),
     ));
     out
-}
-
-/// The value of a Prometheus sample line `name{labels} value`.
-fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
-        .map(|v| v as u64)
 }
 
 #[test]

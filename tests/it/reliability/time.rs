@@ -22,14 +22,7 @@ use crate::common::free_port;
 use crate::http;
 use crate::oracle::{self, BASE, MINUTE, Obs};
 
-use super::{Check, DEADLINE, Progress, Report, await_windows, long, pipeline, stop_all};
-
-fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
-        .map(|v| v as u64)
-}
+use super::{Check, DEADLINE, Progress, Report, await_windows, long, pipeline, sample, stop_all};
 
 #[test]
 fn reliability_time_duplicates_lateness_idle_partition_and_silent_stations() {
