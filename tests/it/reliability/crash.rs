@@ -31,11 +31,7 @@ fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
     let mut run = pipeline(dir.path(), "run-0", &settings, "crash", &["-w", "2"]);
     report.runs = 1;
     for k in 0..kills {
-        // Kill once the output has grown by a random share of what is left to come, so
-        // the kills spread over the whole stream and land at unpredictable points.
-        let now = progress.distinct(&features.messages);
-        let step = (total - now) as u64 / (kills - k + 1) as u64;
-        let target = now + dice.between(step / 2, step + step / 2).max(1) as usize;
+        let target = dice.next_fault(progress.distinct(&features.messages), total, kills - k);
         await_windows(&mut features, &progress, target, "output before a kill");
         run.kill9();
         let killed = Instant::now();

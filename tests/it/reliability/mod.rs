@@ -65,6 +65,14 @@ impl Dice {
     pub fn new(seed: u64) -> Dice {
         Dice(seed | 1)
     }
+    /// The output size at which to inject the next of `left` faults, given `now` of
+    /// `total` windows out: a random share (½ to 1½ of an even split) of what is left,
+    /// so the faults spread over the whole stream at unpredictable points.
+    pub fn next_fault(&mut self, now: usize, total: usize, left: usize) -> usize {
+        let step = (total - now) as u64 / (left + 1) as u64;
+        now + self.between(step / 2, step + step / 2).max(1) as usize
+    }
+
     /// Uniform in `lo..=hi`.
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         self.0 ^= self.0 << 13;

@@ -75,9 +75,7 @@ fn reliability_sigterm_mid_window_exits_promptly_and_commits() {
     let mut stop_ms = Vec::new();
     let mut last_durable = 0;
     for k in 0..stops {
-        let now = progress.distinct(&features.messages);
-        let step = (total - now) as u64 / (stops - k + 1) as u64;
-        let target = now + dice.between(step / 2, step + step / 2).max(1) as usize;
+        let target = dice.next_fault(progress.distinct(&features.messages), total, stops - k);
         await_windows(&mut features, &progress, target, "output before a stop");
         let took = stop_all(vec![run]);
         report.faults += 1;
