@@ -108,23 +108,24 @@ fn run_stage(input: Vec<Reading>, stage: Stage) -> usize {
         worker.dataflow::<u64, _, _>(|scope| {
             let stream = handle.to_stream(scope);
             let metrics = Arc::new(Metrics::new(1));
-            let fatal = |m: String| panic!("{m}");
             match stage {
                 Stage::Panes => {
-                    pane::build_panes(stream, Default::default(), fatal, metrics)
+                    pane::build_panes(stream, Default::default(), metrics)
+                        .0
                         .inner
                         .inspect_batch(move |_, b| count.set(count.get() + b.len()))
                         .probe_with(&probe);
                 }
                 Stage::Reduce => {
-                    let panes = pane::build_panes(stream, Default::default(), fatal, metrics);
+                    let (panes, _collisions) = pane::build_panes(stream, Default::default(), metrics);
                     window_stats(panes)
                         .stream
                         .inspect_batch(move |_, b| count.set(count.get() + b.len()))
                         .probe_with(&probe);
                 }
                 Stage::Windows => {
-                    windows(stream, metrics, fatal)
+                    windows(stream, metrics)
+                        .features
                         .inspect_batch(move |_, b| count.set(count.get() + b.len()))
                         .probe_with(&probe);
                 }
@@ -145,7 +146,8 @@ fn outputs(input: Vec<Reading>, models: Models) -> (Vec<WindowFeatures>, Vec<Pre
         let (w, p) = (windows_out.clone(), predictions_out.clone());
         worker.dataflow::<u64, _, _>(|scope| {
             let metrics = Arc::new(Metrics::new(1));
-            let features = windows(handle.to_stream(scope), metrics.clone(), |m| panic!("{m}"))
+            let features = windows(handle.to_stream(scope), metrics.clone())
+                .features
                 .inspect(move |x: &WindowFeatures| w.borrow_mut().push(x.clone()));
             predict::predictions(features, models, None, metrics, Arc::default())
                 .inspect(move |x: &Prediction| p.borrow_mut().push(x.clone()))

@@ -46,20 +46,20 @@ fn main() {
         worker.dataflow::<u64, _, _>(|scope| {
             let stream = handle.to_stream(scope);
             let metrics = Arc::new(Metrics::new(1));
-            let fatal = |m: String| panic!("{m}");
             match stage.as_str() {
                 "panes" => {
-                    pane::build_panes(stream, Default::default(), fatal, metrics)
+                    pane::build_panes(stream, Default::default(), metrics)
+                        .0
                         .inner
                         .probe_with(&probe);
                 }
                 "reduce" => {
-                    window_stats(pane::build_panes(stream, Default::default(), fatal, metrics))
+                    window_stats(pane::build_panes(stream, Default::default(), metrics).0)
                         .stream
                         .probe_with(&probe);
                 }
                 _ => {
-                    windows(stream, metrics, fatal).probe_with(&probe);
+                    windows(stream, metrics).features.probe_with(&probe);
                 }
             }
         });

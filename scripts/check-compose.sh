@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the deployment files without a Docker engine (DESIGN §10):
+# Checks the deployment files without a Docker engine (docs/design.md §10):
 #
 #   scripts/check-compose.sh
 #

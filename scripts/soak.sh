@@ -7,7 +7,8 @@
 #
 # Environment: SOAK_SECONDS (1800), SOAK_RATE (100000), SOAK_STATIONS (= rate), SOAK_WORKERS (2),
 # SOAK_OUT (benches/results/soak), SOAK_KAFKA_PORT (9094), WEATHERFLOW_BIN (a copy of
-# target/release/weatherflow is taken, so rebuilding during the soak changes nothing).
+# target/release/weatherflow is taken, so rebuilding during the soak changes nothing; the
+# copy goes to SOAK_BIN_DIR, default target/soak, outside the committed results).
 # SOAK_HISTORY (5m) is the API store's --history: its default, 24 h, holds about 0.4 KiB per
 # station-minute, which at 100 000 stations grows by 2.4 GiB an hour for a day (the first soak
 # showed exactly that); 5 m reaches its steady state within the soak.
@@ -24,7 +25,9 @@ OUT=${SOAK_OUT:-benches/results/soak}
 PORT=${SOAK_KAFKA_PORT:-9094}
 API_PORT=${SOAK_API_PORT:-18080}
 mkdir -p "$OUT"
-BIN="$OUT/weatherflow"
+BIN_DIR=${SOAK_BIN_DIR:-target/soak}
+mkdir -p "$BIN_DIR"
+BIN="$BIN_DIR/weatherflow"
 cp "${WEATHERFLOW_BIN:-target/release/weatherflow}" "$BIN"
 export KAFKA_PORT=$PORT NISSHI_RUN_DIR="$PWD/$OUT/broker"
 BROKERS=$(scripts/test-broker.sh up)

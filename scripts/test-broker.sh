@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kafka-protocol broker on loopback for the tests: nisshi (an Apache-Kafka-compatible
 # broker written in Rust) with in-memory storage. There is no Docker engine and no Apache
-# Kafka distribution on these machines; see DESIGN §10 and README "Testing".
+# Kafka distribution on these machines; see docs/design.md §10 and README "Testing".
 #
 #   scripts/test-broker.sh install   build nisshi once into the cache (~25 min on 2 cores)
 #   scripts/test-broker.sh up        install if needed, start on 127.0.0.1:$KAFKA_PORT, create topics;

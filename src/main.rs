@@ -86,7 +86,15 @@ fn run(args: weatherflow::config::RunArgs) -> anyhow::Result<ExitCode> {
     let report = args.bench_report.clone();
     let config = args.into_config()?;
     let stop = stop_flag()?;
-    let summary = weatherflow::run::run(config, stop)?;
+    let summary = match weatherflow::run::run(config, stop) {
+        Ok(summary) => summary,
+        Err(e) => {
+            if e.retry() == weatherflow::worker::Retry::Restart {
+                tracing::info!("a restart can get past this: it resumes from the last checkpoint");
+            }
+            return Err(e.into());
+        }
+    };
     eprint!("{summary}");
     if let Some(path) = report {
         weatherflow::bench::report::ChildReport::measure(&summary).write(&path)?;

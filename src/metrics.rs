@@ -2,7 +2,7 @@
 //!
 //! Operators count per batch into plain locals and add to these atomics once per
 //! activation, so the hot path never touches shared cache lines per record. Names mirror
-//! the Prometheus series of DESIGN §8; `sinks::api::prom` renders them at scrape time.
+//! the Prometheus series of docs/design.md §8; `serving::api::prom` renders them at scrape time.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -25,6 +25,8 @@ pub struct Metrics {
     /// Per local worker: its source watermark in epoch ms; `u64::MAX` once it has finished,
     /// 0 before it has seen anything.
     watermarks: Vec<AtomicU64>,
+    /// Per local worker: when it last finished a step, epoch ms (0: not yet).
+    stepped: Vec<AtomicU64>,
     /// Per Kafka partition consumed by this process: messages on the broker not yet
     /// consumed. Written about once per source activation, read at scrape time.
     partition_lag: Mutex<BTreeMap<i32, u64>>,
@@ -161,6 +163,10 @@ pub struct Snapshot {
     pub emit_latency: Option<(Duration, Duration)>,
     /// The largest watermark-to-emit latency.
     pub emit_latency_max: Option<Duration>,
+    /// How long ago (ms) the least recently stepping worker of this process finished a
+    /// step; `None` before every worker has stepped once. A worker blocked inside an
+    /// operator shows here as a growing age.
+    pub step_age_ms: Option<u64>,
 }
 
 impl Snapshot {
@@ -183,6 +189,7 @@ impl Metrics {
             anomalies: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             watermarks: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
+            stepped: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
             partition_lag: Mutex::default(),
             frontier_passed: Mutex::default(),
             emit_latency: LatencyHistogram::default(),
@@ -201,6 +208,12 @@ impl Metrics {
                 slot.fetch_add(n, Relaxed);
             }
         }
+    }
+
+    /// Counts readings judged invalid inside the dataflow (after the sources counted them
+    /// in), such as station key collisions.
+    pub fn add_invalid(&self, reason: InvalidReason, n: u64) {
+        self.invalid[reason as usize].fetch_add(n, Relaxed);
     }
 
     /// Counts duplicates found by the pane builder.
@@ -322,6 +335,19 @@ impl Metrics {
             ack_latency: self.ack_latency.quantile(0.5).zip(self.ack_latency.quantile(0.99)),
             emit_latency: self.emit_latency.quantile(0.5).zip(self.emit_latency.quantile(0.99)),
             emit_latency_max: self.emit_latency.max(),
+            step_age_ms: {
+                let oldest = self.stepped.iter().map(|s| s.load(Relaxed)).min();
+                oldest
+                    .filter(|&t| t > 0)
+                    .map(|t| crate::schema::now_ms().saturating_sub(t))
+            },
+        }
+    }
+
+    /// Notes that local worker `local_index` finished a step (or a park) now.
+    pub fn note_step(&self, local_index: usize, now_ms: u64) {
+        if let Some(slot) = self.stepped.get(local_index) {
+            slot.store(now_ms, Relaxed);
         }
     }
 }

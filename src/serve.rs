@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -32,9 +32,9 @@ use crate::kafka::KafkaSetupError;
 use crate::kafka::logs::Quiet;
 use crate::kafka::watch::{BrokerHealth, BrokerWatch};
 use crate::schema::{Prediction, WindowFeatures};
-use crate::sinks::api::prom::Prom;
-use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role, catalogue_index};
-use crate::sinks::store::Store;
+use crate::serving::api::prom::Prom;
+use crate::serving::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role, catalogue_index};
+use crate::serving::store::Store;
 
 /// Bound on one metadata or offsets request.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,12 +106,6 @@ impl fmt::Display for ServeSummary {
             self.stations
         )
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One partition being rebuilt.
@@ -260,7 +254,7 @@ fn connect(config: &ServeConfig, topics: &[String; 2]) -> Result<(BaseConsumer<Q
             source: Box::new(source),
         }
     };
-    let since_ms = now_ms().saturating_sub(config.api.store.history_ms);
+    let since_ms = crate::schema::now_ms().saturating_sub(config.api.store.history_ms);
     let mut parts = Vec::new();
     let mut assignment = TopicPartitionList::new();
     for (kind, topic) in [Kind::Features, Kind::Predictions].into_iter().zip(topics) {

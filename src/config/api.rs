@@ -7,8 +7,8 @@ use clap::{Args, ValueEnum};
 
 use super::{ConfigError, KafkaArgs, LogFormat, invalid, parse_duration};
 use crate::kafka::KafkaSettings;
-use crate::sinks::api::model::{Attribution, OPEN_METEO};
-use crate::sinks::store::StoreConfig;
+use crate::serving::api::model::{Attribution, OPEN_METEO};
+use crate::serving::store::StoreConfig;
 
 /// A data credit the dashboard and `/stations` show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

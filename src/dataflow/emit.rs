@@ -7,7 +7,7 @@
 //! each station's window (an upsert view of the arrangement), and when the frontier passes
 //! a window end `E` it applies every update at times `≤ E` and emits every station whose
 //! window is live at `E`. Updates are bucketed by *their own* time, not the message
-//! capability (notes §3.4), and the operator holds a capability at its input frontier so
+//! capability (docs/design.md §4.6), and the operator holds a capability at its input frontier so
 //! it can emit for minutes in which no update arrived.
 //!
 //! # The trend

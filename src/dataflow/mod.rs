@@ -6,7 +6,7 @@
 //! ```
 //!
 //! # Why this design
-//! The notes (§3.3) measured three ways to keep sliding windows in differential. Feeding
+//! Three ways were measured (docs/design.md §4.10) to keep sliding windows in differential. Feeding
 //! every reading into differential costs two updates per reading and cannot retract a
 //! min/max; copying each pane into its five windows (`(station, window_end)` keys) costs
 //! ten updates per pane. Pre-aggregating per-minute panes and letting each pane live in the
@@ -32,6 +32,9 @@ pub mod pane;
 pub mod predict;
 pub mod window;
 
+#[cfg(test)]
+mod tests;
+
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -41,27 +44,32 @@ use timely::dataflow::StreamVec;
 
 use crate::metrics::Metrics;
 use crate::schema::{Reading, WindowFeatures};
-use pane::{StationKey, StationNames};
+use pane::{Collision, StationKey, StationNames};
 use window::WindowStats;
 
 /// The windows, arranged by station: what [`window_stats`] builds.
 pub type WindowArrangement<'s> = Arranged<'s, TraceAgent<ValSpine<StationKey, WindowStats, u64, isize>>>;
 
+/// The window pipeline's two outputs.
+pub struct Windows<'s> {
+    /// One record per closed window.
+    pub features: StreamVec<'s, u64, WindowFeatures>,
+    /// Readings rejected because their station id shares its key with another
+    /// ([`pane::StationKey`]): for the dead-letter topic, already counted as invalid.
+    pub collisions: StreamVec<'s, u64, Collision>,
+}
+
 /// Builds the window pipeline over a stream of readings timed at their event minute.
-/// `on_fatal` is called when the run cannot continue correctly (a station key collision).
-pub fn windows<'s>(
-    readings: StreamVec<'s, u64, Reading>,
-    metrics: Arc<Metrics>,
-    on_fatal: impl Fn(String) + 'static,
-) -> StreamVec<'s, u64, WindowFeatures> {
+pub fn windows<'s>(readings: StreamVec<'s, u64, Reading>, metrics: Arc<Metrics>) -> Windows<'s> {
     let names: StationNames = Rc::default();
-    let panes = pane::build_panes(readings, names.clone(), on_fatal, metrics.clone());
+    let (panes, collisions) = pane::build_panes(readings, names.clone(), metrics.clone());
     let arranged = window_stats(panes);
-    emit::emit_windows(
+    let features = emit::emit_windows(
         arranged.as_collection(|station, stats| (*station, *stats)).inner,
         names,
         metrics,
-    )
+    );
+    Windows { features, collisions }
 }
 
 /// The window reduce: each station's live panes (at most five) folded into its window.

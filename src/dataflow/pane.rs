@@ -7,7 +7,7 @@
 //! filter**: `+1` at `minute + 1 min` (the first window end that covers it) and `−1` at
 //! `minute + 6 min` (the first end that no longer does). Every reading therefore turns into
 //! at most two differential updates per *pane*, not per reading, which is what makes the
-//! arrangement-based windows cheap (notes §3.3: panes are 3–4× faster than raw updates).
+//! arrangement-based windows cheap (docs/design.md §4.10: panes measured 3–4× faster than raw updates).
 //!
 //! Deduplication needs all copies of a (station, timestamp) in one place, which is why it
 //! happens here, after the exchange, rather than in the sources.
@@ -20,13 +20,15 @@ use std::sync::Arc;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::metrics::Metrics;
-use crate::schema::{MINUTE_MS, Reading, StationId, Var, floor_minute};
+use crate::schema::{InvalidReason, MINUTE_MS, Reading, StationId, Var, floor_minute};
 
 /// Window length in minutes; a pane lives in this many consecutive windows.
 pub const WINDOW_MINUTES: u64 = 5;
@@ -36,8 +38,13 @@ pub const WINDOW_MINUTES: u64 = 5;
 /// Arrangements sort and move their keys constantly; a `u64` compares in one instruction
 /// where a string needs `memcmp`. The hash is also the routing hash (see the `Hashable`
 /// impl), so a station's panes, windows, trends and name all live on one worker. The pane
-/// builder, which sees the identifiers, records each key's name in [`StationNames`] and
-/// stops the run if two identifiers ever share a key (probability ≈ n²/2⁶⁵).
+/// builder, which sees the identifiers, records each key's name in [`StationNames`].
+///
+/// Two identifiers can share a key: by chance (probability ≈ n²/2⁶⁵) or by design, since
+/// FNV collisions can be constructed and station ids come from untrusted producers. The
+/// first identifier seen keeps the key; readings of any other are rejected as
+/// [`Collision`]s (reason `station_key_collision`), never merged into its windows, and
+/// the run goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StationKey(pub u64);
 
@@ -52,6 +59,14 @@ impl StationKey {
     /// FNV-1a over the bytes, finished with the SplitMix64 mixer so every bit (the
     /// exchange uses the low ones) depends on every byte.
     pub fn of(station: &str) -> StationKey {
+        #[cfg(test)]
+        if let Some(alias) = test_keys::alias(station) {
+            return StationKey::hash(&alias);
+        }
+        StationKey::hash(station)
+    }
+
+    fn hash(station: &str) -> StationKey {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for &b in station.as_bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
@@ -61,6 +76,37 @@ impl StationKey {
         StationKey(h ^ (h >> 31))
     }
 }
+
+/// Collisions on demand, for the operator tests: a real FNV collision is costly to find,
+/// so tests alias one id to another's key on their own thread.
+#[cfg(test)]
+mod test_keys {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static ALIASES: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn alias(station: &str) -> Option<String> {
+        ALIASES.with(|a| {
+            a.borrow()
+                .iter()
+                .find(|(id, _)| id == station)
+                .map(|(_, to)| to.clone())
+        })
+    }
+
+    /// Runs `f` with each `(id, like)` pair giving `id` the key of `like`.
+    pub fn with<R>(aliases: &[(&str, &str)], f: impl FnOnce() -> R) -> R {
+        ALIASES.with(|a| *a.borrow_mut() = aliases.iter().map(|(x, y)| (x.to_string(), y.to_string())).collect());
+        let out = f();
+        ALIASES.with(|a| a.borrow_mut().clear());
+        out
+    }
+}
+
+#[cfg(test)]
+pub(crate) use test_keys::with as with_test_keys;
 
 /// Station names by key, for the stations this worker owns. Shared by the pane builder
 /// (writer) and the emitter (reader) of one worker, hence `Rc`.
@@ -163,6 +209,20 @@ impl Pane {
     }
 }
 
+/// A reading whose station id shares its key with an id this worker already holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collision {
+    /// The rejected reading.
+    pub reading: Reading,
+    /// The id that holds the key.
+    pub owner: StationId,
+    /// The shared key.
+    pub key: u64,
+}
+
+/// What the pane builder sends: pane updates, or rejected readings.
+pub type PaneOutput = Result<((StationKey, (u64, Pane)), u64, isize), Collision>;
+
 /// Open minutes: a capability for the minute and each station's samples in it.
 type OpenMinutes = BTreeMap<u64, (Capability<u64>, FxHashMap<StationId, Vec<Sample>>)>;
 
@@ -170,18 +230,18 @@ type OpenMinutes = BTreeMap<u64, (Capability<u64>, FxHashMap<StationId, Vec<Samp
 /// present from `minute + 1 min` until `minute + 6 min`.
 pub type PaneCollection<'s> = VecCollection<'s, u64, (StationKey, (u64, Pane)), isize>;
 
-/// Builds panes from readings whose timely time is their event minute (epoch ms).
+/// Builds panes from readings whose timely time is their event minute (epoch ms), and
+/// returns them with the readings rejected for a station key collision.
 pub fn build_panes<'s>(
     readings: StreamVec<'s, u64, Reading>,
     names: StationNames,
-    failure: impl Fn(String) + 'static,
     metrics: Arc<Metrics>,
-) -> PaneCollection<'s> {
+) -> (PaneCollection<'s>, StreamVec<'s, u64, Collision>) {
     // Route with the same hash differential uses for its own arrangement exchange, so the
     // panes are already on the worker that will reduce them.
     let pact = Exchange::new(|r: &Reading| StationKey::of(&r.station).0);
-    readings
-        .unary_frontier(pact, "Panes", move |_cap, _info| {
+    let (panes, collisions) = readings
+        .unary_frontier::<CapacityContainerBuilder<Vec<PaneOutput>>, _, _, _>(pact, "Panes", move |_cap, _info| {
             let mut open: OpenMinutes = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -199,6 +259,7 @@ pub fn build_panes<'s>(
                     }
                 });
                 let mut duplicates = 0;
+                let mut rejected = 0;
                 while let Some(entry) = open.first_entry() {
                     if frontier.less_equal(entry.key()) {
                         break;
@@ -211,10 +272,20 @@ pub fn build_panes<'s>(
                         let key = StationKey::of(&station);
                         match names.get(&key.0) {
                             Some(known) if *known != station => {
-                                failure(format!(
-                                    "station ids {known:?} and {station:?} share the key {:016x}",
-                                    key.0
-                                ));
+                                rejected += samples.len() as u64;
+                                for s in samples {
+                                    let reading = Reading {
+                                        station: station.clone(),
+                                        timestamp_ms: minute + u64::from(s.offset_ms),
+                                        seq: s.seq,
+                                        values: s.values,
+                                    };
+                                    session.give(Err(Collision {
+                                        reading,
+                                        owner: known.clone(),
+                                        key: key.0,
+                                    }));
+                                }
                                 continue;
                             }
                             Some(_) => {}
@@ -226,14 +297,18 @@ pub fn build_panes<'s>(
                         duplicates += dups;
                         let enter = minute + MINUTE_MS;
                         let leave = minute + (WINDOW_MINUTES + 1) * MINUTE_MS;
-                        session.give(((key, (minute, pane)), enter, 1isize));
-                        session.give(((key, (minute, pane)), leave, -1isize));
+                        session.give(Ok(((key, (minute, pane)), enter, 1isize)));
+                        session.give(Ok(((key, (minute, pane)), leave, -1isize)));
                     }
                 }
                 if duplicates > 0 {
                     metrics.add_duplicates(duplicates);
                 }
+                if rejected > 0 {
+                    metrics.add_invalid(InvalidReason::StationKeyCollision, rejected);
+                }
             }
         })
-        .as_collection()
+        .ok_err::<Vec<_>, _, Vec<_>, _, _>(|x| x);
+    (panes.as_collection(), collisions)
 }

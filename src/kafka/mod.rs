@@ -41,9 +41,18 @@ pub enum KafkaSetupError {
         #[source]
         source: Box<KafkaError>,
     },
-    /// The broker watch thread could not be started.
-    #[error("cannot start the Kafka broker watch thread")]
-    WatchThread(#[source] std::io::Error),
+    /// A helper thread (the broker watch, a source's log checker) could not be started.
+    #[error("cannot start the {what} thread")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Kafka source without brokers to read from.
+    #[error("--source kafka needs --brokers (or WEATHERFLOW_BROKERS)")]
+    NoBrokers,
     /// The topic exists but has no partitions, or does not exist.
     #[error("kafka: topic {topic:?} does not exist on {brokers} (create it, e.g. with `weatherflow produce`)")]
     NoTopic {
@@ -54,7 +63,7 @@ pub enum KafkaSetupError {
     },
 }
 
-/// The four topics of the system (DESIGN §1).
+/// The four topics of the system (docs/design.md §1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topics {
     /// Raw readings in.
@@ -65,7 +74,7 @@ pub struct Topics {
     pub predictions: String,
     /// Dead letters: invalid raw messages with their reason.
     pub dlq: String,
-    /// The Kafka source's resume points (see `sources::kafka::checkpoint`).
+    /// The Kafka source's resume points (see `delivery::checkpoint`).
     pub checkpoints: String,
 }
 

@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -59,7 +59,7 @@ impl BrokerHealth {
             0 => Ok(()),
             since => Err(format!(
                 "Kafka brokers unreachable for {}s",
-                now_ms().saturating_sub(since) / 1000
+                crate::schema::now_ms().saturating_sub(since) / 1000
             )),
         }
     }
@@ -105,7 +105,10 @@ impl BrokerWatch {
         let thread = std::thread::Builder::new()
             .name("broker-watch".into())
             .spawn(move || probe_loop(&client, &topic, &brokers, &h, &s))
-            .map_err(KafkaSetupError::WatchThread)?;
+            .map_err(|source| KafkaSetupError::Thread {
+                what: "Kafka broker watch",
+                source,
+            })?;
         Ok(BrokerWatch {
             health,
             stop,
@@ -146,7 +149,13 @@ pub struct OutputStall {
 impl OutputStall {
     /// Feeds one observation: records in flight, acknowledgements so far, and how long
     /// the brokers have answered without a break. Returns the reason to stop, if stuck.
-    pub fn check(&mut self, in_flight: i32, acked: u64, stable_for: Option<Duration>, now: Instant) -> Option<String> {
+    pub fn check(
+        &mut self,
+        in_flight: i32,
+        acked: u64,
+        stable_for: Option<Duration>,
+        now: Instant,
+    ) -> Option<Duration> {
         let since = match self.last {
             Some((count, since)) if count == acked && in_flight > 0 => since,
             _ => {
@@ -156,14 +165,7 @@ impl OutputStall {
         };
         let waited = now.duration_since(since);
         let answering = stable_for.is_some_and(|d| d >= STALL_AFTER);
-        (waited >= STALL_AFTER && answering).then(|| {
-            format!(
-                "kafka: {in_flight} records unacknowledged for {}s although the brokers answer; \
-                 the producer is stuck (did a broker lose its log?). Stopping, so that a restart \
-                 resumes from the last checkpoint",
-                waited.as_secs()
-            )
-        })
+        (waited >= STALL_AFTER && answering).then_some(waited)
     }
 }
 
@@ -185,7 +187,7 @@ fn probe_loop(client: &BaseConsumer<Quiet>, topic: &str, brokers: &str, health: 
                 failures += 1;
                 match &mut down {
                     None if failures >= FAILURES_FOR_OUTAGE => {
-                        let since_ms = now_ms().saturating_sub(started.elapsed().as_millis() as u64);
+                        let since_ms = crate::schema::now_ms().saturating_sub(started.elapsed().as_millis() as u64);
                         health.down_since_ms.store(since_ms.max(1), Ordering::Relaxed);
                         health.outages.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
@@ -208,12 +210,6 @@ fn probe_loop(client: &BaseConsumer<Quiet>, topic: &str, brokers: &str, health: 
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //!
 //! | detector | statistic | why |
 //! |---|---|---|
-//! | range | value outside the physical range of DESIGN §3 | a forest cannot flag values outside its training range |
+//! | range | value outside the physical range of docs/design.md §3 | a forest cannot flag values outside its training range |
 //! | temperature jump | \|ΔT\| / √Δt against the previous observation | spikes |
 //! | pressure jump | \|Δp\| / √Δt | sensor dropouts; real pressure moves ≤ 3 hPa/h |
 //! | dew point | its jump per √Δt, or its distance from the median of the last 6 hourly dew points | humidity jumps: dew point, unlike RH, barely moves with the daily cycle |
@@ -227,7 +227,7 @@ pub fn detect(
             findings.push(Finding { score, reason });
         }
     };
-    // Range: the physical limits of DESIGN §3. The dataflow rejects such readings before
+    // Range: the physical limits of docs/design.md §3. The dataflow rejects such readings before
     // they get here; CSV replays and future sources may not.
     for (i, var) in Var::ALL.iter().enumerate() {
         let v = obs.values[i];

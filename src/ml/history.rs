@@ -2,7 +2,7 @@
 //!
 //! Both paths feed it the same way: training and `evaluate` push one hourly CSV row at a
 //! time, the dataflow operator pushes each closed window's means at its window end. It
-//! keeps what DESIGN §5 asks for and nothing more:
+//! keeps what docs/design.md §5 asks for and nothing more:
 //!
 //! - hourly means of the four variables for the current and the last 25 hours, so lags
 //!   1–6 h and 24 h and the 24 h statistics exist;

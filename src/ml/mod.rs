@@ -1,5 +1,5 @@
 //! Forecasting and anomaly detection: plain functions over plain structs, with no timely
-//! or rdkafka in sight (DESIGN §2), so that training, evaluation and the dataflow operator
+//! or rdkafka in sight (docs/design.md §2), so that training, evaluation and the dataflow operator
 //! share every line that turns observations into predictions.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The weather-features record: one closed 5-minute window of one station (DESIGN §3).
+//! The weather-features record: one closed 5-minute window of one station (docs/design.md §3).
 //!
 //! These are plain output values in engineering units (`f64`), built once per emitted
 //! window from the exact integer aggregates of the dataflow. Field order and names are

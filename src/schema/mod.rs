@@ -1,4 +1,4 @@
-//! The message contracts of DESIGN §3: what a weather-raw reading is, when it is invalid
+//! The message contracts of docs/design.md §3: what a weather-raw reading is, when it is invalid
 //! and why, and the shape of a weather-features window.
 //!
 //! Parsing turns bytes into a [`RawReading`] (borrowed, floating point, unchecked);
@@ -20,7 +20,9 @@ mod timestamp;
 pub use features::{Trend, VariableStats, WindowFeatures};
 pub use json::{parse_json, parse_json_reference};
 pub use prediction::{AnomalyRecord, ForecastRecord, ModelVersions, Prediction, round3};
-pub use timestamp::{MAX_EPOCH_MS, MINUTE_MS, floor_minute, format_rfc3339, parse_rfc3339, parse_rfc3339_clamped};
+pub use timestamp::{
+    MAX_EPOCH_MS, MINUTE_MS, floor_minute, format_rfc3339, now_ms, parse_rfc3339, parse_rfc3339_clamped,
+};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,7 @@ use serde::{Deserialize, Serialize};
 /// per-reading path.
 pub type StationId = CompactString;
 
-/// Messages larger than this are rejected before parsing (DESIGN §3).
+/// Messages larger than this are rejected before parsing (docs/design.md §3).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Station identifiers longer than this many bytes are rejected.
 pub const MAX_STATION_ID_BYTES: usize = 64;
@@ -63,7 +65,7 @@ impl Var {
         }
     }
 
-    /// The inclusive physically plausible range (DESIGN §3).
+    /// The inclusive physically plausible range (docs/design.md §3).
     pub fn range(self) -> (f64, f64) {
         match self {
             Var::Temperature => (-90.0, 60.0),
@@ -101,11 +103,14 @@ pub enum InvalidReason {
     /// An event time further ahead of the wall clock than `--max-future` allows. Judged
     /// by the sources, not the parser: the verdict depends on when the reading arrives.
     FutureTimestamp,
+    /// A `station_id` whose 64-bit key another id already holds. Judged by the pane
+    /// builder, which alone sees every id of a key; the first id seen keeps the key.
+    StationKeyCollision,
 }
 
 impl InvalidReason {
     /// Every reason, for exhaustive metrics output.
-    pub const ALL: [InvalidReason; 11] = [
+    pub const ALL: [InvalidReason; 12] = [
         InvalidReason::MalformedJson,
         InvalidReason::MalformedCsv,
         InvalidReason::Oversized,
@@ -117,6 +122,7 @@ impl InvalidReason {
         InvalidReason::EmptyStationId,
         InvalidReason::StationIdTooLong,
         InvalidReason::FutureTimestamp,
+        InvalidReason::StationKeyCollision,
     ];
 
     /// The stable snake_case name.
@@ -133,6 +139,7 @@ impl InvalidReason {
             InvalidReason::EmptyStationId => "empty_station_id",
             InvalidReason::StationIdTooLong => "station_id_too_long",
             InvalidReason::FutureTimestamp => "future_timestamp",
+            InvalidReason::StationKeyCollision => "station_key_collision",
         }
     }
 }
@@ -186,8 +193,28 @@ pub struct RawReading<'a> {
     pub values: [Option<f64>; 4],
 }
 
+impl Reading {
+    /// The reading as a weather-raw JSON object: for dead letters judged inside the
+    /// dataflow, where the original bytes are gone. Values are exact (milli-units).
+    pub fn to_json(&self) -> String {
+        let mut out = format!(
+            "{{\"station_id\":{},\"timestamp\":\"{}\"",
+            serde_json::Value::from(self.station.as_str()),
+            format_rfc3339(self.timestamp_ms)
+        );
+        for var in Var::ALL {
+            let v = self.values[var as usize];
+            if v != MISSING {
+                out.push_str(&format!(",\"{}\":{}", var.name(), f64::from(v) / 1000.0));
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
 impl RawReading<'_> {
-    /// Applies the rules of DESIGN §3 and converts to fixed point.
+    /// Applies the rules of docs/design.md §3 and converts to fixed point.
     pub fn validate(&self, seq: u64) -> Result<Reading, Invalid> {
         if self.station_id.is_empty() {
             return Err(Invalid::new(InvalidReason::EmptyStationId, "station_id"));

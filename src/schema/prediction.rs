@@ -1,5 +1,5 @@
 //! The weather-predictions record: forecasts and the anomaly verdict for one window of one
-//! station (DESIGN §3).
+//! station (docs/design.md §3).
 //!
 //! Numbers are rounded to 0.001 on the way out. The models compute in `f32`, whose exact
 //! binary values would print as `12.399999618530273`; three decimals are well below any

@@ -1,6 +1,6 @@
 //! Event-time timestamps: RFC 3339 parsing and formatting without a date library.
 //!
-//! Readings carry either an RFC 3339 string or epoch milliseconds (DESIGN §3). Parsing
+//! Readings carry either an RFC 3339 string or epoch milliseconds (docs/design.md §3). Parsing
 //! sits on the per-reading hot path, so this module implements the proleptic Gregorian
 //! conversions directly (Howard Hinnant's `days_from_civil`) instead of building a
 //! calendar object per reading. Internally every time is **milliseconds since the Unix
@@ -152,6 +152,13 @@ pub fn format_rfc3339(ms: u64) -> String {
 /// The start of the minute containing `ms`.
 pub fn floor_minute(ms: u64) -> u64 {
     ms - ms % MINUTE_MS
+}
+
+/// The wall clock, epoch ms (0 before 1970: a clock that broken is not worth a panic).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

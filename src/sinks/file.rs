@@ -16,7 +16,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::schema::{Prediction, WindowFeatures, format_rfc3339};
-use crate::sources::SourceContext;
+use crate::worker::{Fatal, WorkerContext};
 
 /// Why the output file failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ impl JsonlWriter {
 }
 
 /// Writes every window of `windows` to `writer`, one JSON object per line.
-pub fn jsonl_sink(windows: StreamVec<'_, u64, WindowFeatures>, writer: Arc<JsonlWriter>, ctx: SourceContext) {
+pub fn jsonl_sink(windows: StreamVec<'_, u64, WindowFeatures>, writer: Arc<JsonlWriter>, ctx: WorkerContext) {
     let mut buffer = Vec::new();
     // Window bounds formatted once per window end, not once per station.
     let mut bounds: Option<(u64, String, String)> = None;
@@ -113,17 +113,12 @@ pub fn jsonl_sink(windows: StreamVec<'_, u64, WindowFeatures>, writer: Arc<Jsonl
 
 /// Appends one activation's serialised lines; a write error ends the run (a sink that
 /// silently drops output would be worse).
-fn write_batch(writer: &JsonlWriter, buffer: &mut Vec<u8>, ctx: &SourceContext) {
+fn write_batch(writer: &JsonlWriter, buffer: &mut Vec<u8>, ctx: &WorkerContext) {
     if buffer.is_empty() {
         return;
     }
     if let Err(e) = writer.append(buffer) {
-        ctx.fail(format!(
-            "{e}: {}",
-            std::error::Error::source(&e)
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        ));
+        ctx.fail(Fatal::Output(Arc::new(e)));
     }
     buffer.clear();
 }
@@ -132,7 +127,7 @@ fn write_batch(writer: &JsonlWriter, buffer: &mut Vec<u8>, ctx: &SourceContext) 
 pub fn jsonl_predictions_sink(
     predictions: StreamVec<'_, u64, Prediction>,
     writer: Arc<JsonlWriter>,
-    ctx: SourceContext,
+    ctx: WorkerContext,
 ) {
     let mut buffer = Vec::new();
     predictions.sink(Pipeline, "JsonlPredictionsSink", move |(input, _frontier)| {

@@ -1,11 +1,16 @@
-//! Sinks: where emitted windows leave the dataflow.
+//! Sinks: the dataflow operators through which emitted windows and predictions leave.
 //!
-//! - [`file`]: weather-features as JSON lines (`--output`).
-//! - [`kafka`]: weather-features and dead letters to Kafka; drives the durable frontier.
-//! - [`store`]: the serving store behind the REST API.
-//! - [`api`]: the REST API, dashboard and metrics endpoint (warp).
+//! - [`collisions`]: readings rejected inside the dataflow, to the dead-letter topic.
+//! - [`file`]: weather-features (and predictions) as JSON lines (`--output`).
+//! - [`kafka`]: weather-features and weather-predictions to Kafka; their acknowledgements
+//!   make the durable frontier ([`crate::delivery`]).
+//! - [`store`]: the rows the serving layer's store answers from ([`crate::serving`]).
+//!
+//! Sinks know nothing of sources: what both sides share (acknowledgements, checkpoints,
+//! dead letters, the producer) lives in [`crate::delivery`], and the per-worker context in
+//! [`crate::worker`].
 
-pub mod api;
+pub mod collisions;
 pub mod file;
 pub mod kafka;
 pub mod store;

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
-use super::{SourceContext, give_by_minute};
+use super::give_by_minute;
 use crate::metrics::SourceTally;
 use crate::schema::{RawReading, Reading, floor_minute, format_rfc3339};
+use crate::worker::WorkerContext;
 
 /// Event-time pace of the generator.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -208,7 +209,7 @@ fn json_value(out: &mut Vec<u8>, value: Option<f64>, decimals: usize) {
 
 /// Calls `each` with every generated reading as a weather-raw JSON line (no newline) and
 /// its station id. Each line carries `seq`, the station's reading number from 0 (an extra
-/// field that the pipeline ignores, DESIGN §3), in (step, station) order: event time never decreases unless late
+/// field that the pipeline ignores, docs/design.md §3), in (step, station) order: event time never decreases unless late
 /// re-deliveries are injected. Stops early when `each` breaks. Returns the lines produced.
 pub fn for_each_line(cfg: &GeneratorConfig, mut each: impl FnMut(&str, &[u8]) -> ControlFlow<()>) -> u64 {
     let mut stations: Vec<Station> = (0..cfg.stations).map(|s| Station::new(cfg, s)).collect();
@@ -272,7 +273,7 @@ pub fn write_jsonl(cfg: &GeneratorConfig, out: &mut impl Write, mut progress: im
 }
 
 /// The generator as a timely source on the current worker.
-pub fn generator<'s>(scope: Scope<'s, u64>, cfg: GeneratorConfig, ctx: SourceContext) -> StreamVec<'s, u64, Reading> {
+pub fn generator<'s>(scope: Scope<'s, u64>, cfg: GeneratorConfig, ctx: WorkerContext) -> StreamVec<'s, u64, Reading> {
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
     source(scope, "Generator", move |cap, info| {
         let activator = scope.activator_for(info.address);
@@ -357,7 +358,7 @@ pub fn generator<'s>(scope: Scope<'s, u64>, cfg: GeneratorConfig, ctx: SourceCon
                 return;
             }
             // Nothing older than the event clock can still come, so the watermark follows
-            // it even between readings (DESIGN §4, idle partitions).
+            // it even between readings (docs/design.md §4, idle partitions).
             let clock = match cfg.speed {
                 Speed::Max => max_seen,
                 Speed::Factor(_) => max_seen.max(target.min(cfg.start_ms + step * cfg.interval_ms)),

@@ -143,7 +143,7 @@ fn routes_over_real_http_with_the_pipeline_running() {
     assert!(h["items"][0]["window_end"].as_str().unwrap() >= from);
     assert!(get(port, "/anomalies?limit=5").json()["items"].is_array());
 
-    // Every DESIGN §8 series the generator run can produce, no station labels.
+    // Every docs/design.md §8 series the generator run can produce, no station labels.
     let metrics = get(port, "/metrics");
     assert!(
         metrics
@@ -371,6 +371,10 @@ fn sorted_anomalies(port: u16) -> Vec<(String, String)> {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn serve_rebuilds_the_same_answers_from_the_broker() {
     let Some(brokers) = brokers() else { return };
     let settings = fresh_topics(&brokers, "serve", 4);

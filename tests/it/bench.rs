@@ -162,6 +162,10 @@ fn bench_rejects_impossible_plans() {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn bench_through_kafka_reads_the_loaded_topic_to_its_end() {
     let Some(brokers) = brokers() else { return };
     let (v, _) = bench(&[

@@ -1,7 +1,7 @@
 //! Helpers for tests against the real Kafka-protocol broker of `scripts/test-broker.sh`.
 //!
 //! Tests that need it call [`brokers`]: without `WEATHERFLOW_TEST_BROKERS` they fail in CI
-//! (`CI=true`) and skip with a notice elsewhere (DESIGN §10). Every test uses its own
+//! (`CI=true`) and skip with a notice elsewhere (docs/design.md §10). Every test uses its own
 //! topics and consumer groups, so tests run in parallel against one broker.
 
 use std::collections::{BTreeMap, HashMap};

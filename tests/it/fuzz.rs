@@ -8,7 +8,7 @@
 //! - nothing panics;
 //! - the reading parser's fast path and the serde reference agree on every input, value
 //!   for value and reason for reason;
-//! - an accepted reading satisfies DESIGN §3 (station id 1–64 bytes, values in range);
+//! - an accepted reading satisfies docs/design.md §3 (station id 1–64 bytes, values in range);
 //! - an accepted Open-Meteo response has exactly the requested locations, and the
 //!   weather-raw message made from each parses or is rejected with a reason.
 //!
@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use weatherflow::produce::open_meteo::parse::{error_reason, parse};
+use weatherflow::produce::open_meteo::reading_json;
 use weatherflow::schema::{InvalidReason, Var, parse_json, parse_json_reference};
-use weatherflow::sources::open_meteo::parse::{error_reason, parse};
-use weatherflow::sources::open_meteo::reading_json;
 use weatherflow::stations::Station;
 
 /// The committed corpus of readings, with the verdict each must keep: `None` accepted,

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use weatherflow::delivery::checkpoint;
 use weatherflow::kafka::KafkaSettings;
 use weatherflow::schema::{WindowFeatures, format_rfc3339, parse_json};
-use weatherflow::sources::kafka::checkpoint;
 use weatherflow::sources::kafka::partition::RETAIN_MS;
 
 use crate::broker::{Msg, Reader, brokers, fold, fresh_topics, pipeline, produce, signal};
@@ -145,6 +145,10 @@ fn mid_stream(brokers: &str, test: &str) -> MidStream {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
     let Some(brokers) = brokers() else { return };
     let settings = fresh_topics(&brokers, "e2e", 4);
@@ -278,6 +282,10 @@ fn kafka_end_to_end_matches_the_oracle_and_dead_letters_poison() {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn kafka_restart_after_kill_9_loses_nothing_and_repeats_identically() {
     let Some(brokers) = brokers() else { return };
     let MidStream {
@@ -310,6 +318,10 @@ fn kafka_restart_after_kill_9_loses_nothing_and_repeats_identically() {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn kafka_two_processes_give_the_output_of_one_worker() {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -353,6 +365,10 @@ fn kafka_two_processes_give_the_output_of_one_worker() {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn kafka_clean_stop_commits_behind_the_durable_frontier() {
     let Some(brokers) = brokers() else { return };
     let MidStream {

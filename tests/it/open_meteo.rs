@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use weatherflow::produce::open_meteo::{Client, Fetch, Poller};
 use weatherflow::schema::parse_json;
-use weatherflow::sources::open_meteo::{Client, Fetch, Poller};
 use weatherflow::stations::{Station, load};
 
 /// One scripted answer.
@@ -228,6 +228,10 @@ fn catalogue_file(dir: &std::path::Path, stations: &[Station]) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn open_meteo_readings_flow_through_kafka_into_windows() {
     use crate::broker::{Reader, brokers, fresh_topics, signal};
     use clap::Parser;

@@ -41,9 +41,9 @@ use timely::dataflow::{InputHandleVec, Scope, StreamVec};
 use timely::scheduling::Activator;
 use timely::worker::Worker;
 
-use super::SourceContext;
 use crate::metrics::SourceTally;
 use crate::schema::{Invalid, InvalidReason, MAX_MESSAGE_BYTES, Reading, floor_minute, parse_json};
+use crate::worker::{Fatal, WorkerContext};
 use plan::{Chunk, Format, InputFile, Plan};
 
 /// How many parsed chunks a worker holds ahead of sending.
@@ -163,7 +163,7 @@ fn read_chunk(file: &File, input: &InputFile, chunk: &Chunk, buf: &mut Vec<u8>) 
     Ok(ChunkBytes { origin: lo, begin })
 }
 
-/// Parses a chunk: validation, the future limit ([`SourceContext::future_limit`]), and
+/// Parses a chunk: validation, the future limit ([`WorkerContext::future_limit`]), and
 /// lateness against earlier lines of the same chunk.
 fn parse_chunk(
     input: &InputFile,
@@ -229,7 +229,7 @@ pub fn file_source<'s>(
     scope: Scope<'s, u64>,
     plan: Arc<Plan>,
     mut exchange: ChunkExchange,
-    ctx: SourceContext,
+    ctx: WorkerContext,
 ) -> StreamVec<'s, u64, Reading> {
     let (index, peers) = (scope.index(), scope.peers());
     source(scope, "FileReplay", move |cap, info| {
@@ -260,14 +260,20 @@ pub fn file_source<'s>(
                     slot => match File::open(&input.path) {
                         Ok(f) => slot.insert(f),
                         Err(e) => {
-                            return ctx.fail(format!("cannot open {}: {e}", input.path.display()));
+                            return ctx.fail(Fatal::Input {
+                                path: input.path.clone(),
+                                source: Arc::new(e),
+                            });
                         }
                     },
                 };
                 let bytes = match read_chunk(file, input, &chunk, &mut buf) {
                     Ok(b) => b,
                     Err(e) => {
-                        return ctx.fail(format!("cannot read {}: {e}", input.path.display()));
+                        return ctx.fail(Fatal::Input {
+                            path: input.path.clone(),
+                            source: Arc::new(e),
+                        });
                     }
                 };
                 let parsed = parse_chunk(input, &chunk, &buf, bytes, (lateness, ctx.future_limit()), &mut tally);

@@ -13,7 +13,7 @@
 //! largest event minute so far went up. Those are the only offsets where the prefix
 //! maximum changes, so the committable offset is the first mark at or above the threshold
 //! (or the end, when there is none). A snapshot of offsets at watermark time would be
-//! wrong: a fast partition would commit readings a skewed slow one still needs (notes §4).
+//! wrong: a fast partition would commit readings a skewed slow one still needs (docs/design.md §9.4).
 //!
 //! The commit also records, as metadata, `D` and the partition's largest event time
 //! before the offset. A restart uses them to suppress windows that were already durable
@@ -23,46 +23,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::delivery::checkpoint::Resume;
 use crate::schema::{MINUTE_MS, floor_minute};
 
 /// How long a reading stays needed after its minute: five windows plus the trend's one.
 pub const RETAIN_MS: u64 = 6 * MINUTE_MS;
-
-/// Where a partition resumes, as read from a commit made by this program.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Resume {
-    /// The durable frontier when the commit was made, ms.
-    pub durable_ms: u64,
-    /// The largest event time before the committed offset, ms.
-    pub max_event_ms: Option<u64>,
-}
-
-impl Resume {
-    /// The commit metadata string.
-    pub fn encode(&self) -> String {
-        match self.max_event_ms {
-            Some(m) => format!("weatherflow/1 durable={} max_event={m}", self.durable_ms),
-            None => format!("weatherflow/1 durable={}", self.durable_ms),
-        }
-    }
-
-    /// Reads metadata written by [`encode`](Self::encode); `None` for anything else
-    /// (offsets committed by another tool).
-    pub fn decode(text: &str) -> Option<Resume> {
-        let rest = text.strip_prefix("weatherflow/1 ")?;
-        let mut resume = Resume::default();
-        let mut durable = None;
-        for field in rest.split_whitespace() {
-            match field.split_once('=')? {
-                ("durable", v) => durable = Some(v.parse().ok()?),
-                ("max_event", v) => resume.max_event_ms = Some(v.parse().ok()?),
-                _ => {}
-            }
-        }
-        resume.durable_ms = durable?;
-        Some(resume)
-    }
-}
 
 /// A point where the partition's largest event minute went up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,23 +188,6 @@ mod tests {
     fn part() -> (PartitionState, Instant) {
         let now = Instant::now();
         (PartitionState::new(0, None, None, now), now)
-    }
-
-    #[test]
-    fn metadata_round_trips_and_ignores_foreign_commits() {
-        let r = Resume {
-            durable_ms: 42 * M,
-            max_event_ms: Some(1234),
-        };
-        assert_eq!(Resume::decode(&r.encode()), Some(r));
-        let none = Resume {
-            durable_ms: 7,
-            max_event_ms: None,
-        };
-        assert_eq!(Resume::decode(&none.encode()), Some(none));
-        assert_eq!(Resume::decode(""), None);
-        assert_eq!(Resume::decode("weatherflow/1 max_event=3"), None);
-        assert_eq!(Resume::decode("weatherflow/1 durable=x"), None);
     }
 
     #[test]

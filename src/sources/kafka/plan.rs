@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::partition::{PartitionState, Resume};
-use super::{KafkaSourceConfig, SETUP_TIMEOUT, checkpoint};
+use super::partition::PartitionState;
+use super::{KafkaSourceConfig, SETUP_TIMEOUT};
+use crate::delivery::checkpoint;
+use crate::delivery::checkpoint::Resume;
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 
 /// The topic's partitions and where each resumes, read once per process before the

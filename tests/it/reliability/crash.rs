@@ -12,6 +12,10 @@ use super::{
 };
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
     let Some(brokers) = brokers() else { return };
     let dir = super::workdir();
@@ -64,6 +68,10 @@ fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn reliability_kill_9_of_one_cluster_process_then_restart() {
     let Some(brokers) = brokers() else { return };
     let dir = super::workdir();

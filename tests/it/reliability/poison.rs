@@ -1,4 +1,4 @@
-//! Scenario 4: poison records of every invalid kind of DESIGN §3 (and the usual suspects
+//! Scenario 4: poison records of every invalid kind of docs/design.md §3 (and the usual suspects
 //! beyond it) mixed into valid traffic. Each lands in the dead-letter topic with its
 //! reason and is counted; the valid readings' windows are exactly the golden ones; no
 //! `NaN` reaches any output.
@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use weatherflow::delivery::{DEAD_LETTER_HEAD_BYTES, DEAD_LETTER_MAX_BYTES};
 use weatherflow::schema::{format_rfc3339, parse_json};
-use weatherflow::sinks::kafka::{DEAD_LETTER_HEAD_BYTES, DEAD_LETTER_MAX_BYTES};
 
 use crate::broker::{Reader, brokers, create_topic, fresh_topics, produce};
 use crate::common::free_port;
@@ -107,6 +107,10 @@ fn poison(now_ms: u64) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn reliability_poison_records_are_dead_lettered_counted_and_harmless() {
     let Some(brokers) = brokers() else { return };
     let dir = super::workdir();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use weatherflow::sources::kafka::checkpoint;
+use weatherflow::delivery::checkpoint;
 
 use crate::broker::{Reader, brokers, fresh_topics};
 
@@ -16,6 +16,10 @@ use super::{
 const STOP_BOUND: Duration = Duration::from_secs(20);
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run() {
     let Some(brokers) = brokers() else { return };
     let dir = super::workdir();
@@ -53,6 +57,10 @@ fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run()
 }
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn reliability_sigterm_mid_window_exits_promptly_and_commits() {
     let Some(brokers) = brokers() else { return };
     let dir = super::workdir();

@@ -25,6 +25,10 @@ use crate::oracle::{self, BASE, MINUTE, Obs};
 use super::{Check, DEADLINE, Progress, Report, await_windows, long, pipeline, sample, stop_all};
 
 #[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
 fn reliability_time_duplicates_lateness_idle_partition_and_silent_stations() {
     let Some(brokers) = brokers() else { return };
     let dir = super::workdir();

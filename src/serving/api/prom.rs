@@ -3,7 +3,7 @@
 //! The pipeline already counts into lock-free atomics ([`Metrics`]); rather than counting
 //! twice, collectors read them at scrape time and emit constant samples. Only the HTTP
 //! latency histogram is a live `prometheus-client` metric, because the API is the one
-//! place that observes it. Names follow DESIGN §8; counters get `_total` from the
+//! place that observes it. Names follow docs/design.md §8; counters get `_total` from the
 //! encoder. No label carries a station id: `route`, `reason`, `source`, `topic` and
 //! `partition` are all bounded.
 
@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::metrics::{LatencyHistogram, Metrics};
-use crate::sinks::store::Store;
+use crate::serving::store::Store;
 
 /// Latency bounds, seconds: 50 µs to 10 s, about ×2.5 apart.
 pub const LATENCY_BOUNDS: [f64; 16] = [

@@ -1,4 +1,4 @@
-//! Routing and the handlers of DESIGN §7.
+//! Routing and the handlers of docs/design.md §7.
 //!
 //! One warp filter hands every request here as plain values; [`handle`] matches the path
 //! against [`Route`] and answers synchronously. Routing by hand instead of composing one
@@ -22,7 +22,7 @@ use super::model::{
 };
 use super::query::{BadRequest, Params, station_id};
 use crate::schema::{Prediction, WindowFeatures, format_rfc3339};
-use crate::sinks::store::{Missing, Range};
+use crate::serving::store::{Missing, Range};
 
 /// Largest request body accepted: none of the routes takes one.
 pub const MAX_BODY_BYTES: u64 = 16 * 1024;
@@ -322,7 +322,7 @@ pub fn openapi() -> Response {
     respond(StatusCode::OK, "application/json", doc.clone())
 }
 
-fn item(state: &ApiState, summary: &crate::sinks::store::StationSummary) -> StationItem {
+fn item(state: &ApiState, summary: &crate::serving::store::StationSummary) -> StationItem {
     let f = summary.features.as_ref();
     let p = summary.prediction.as_ref();
     let mean = |i: usize| f.and_then(|f| f.mean(i));

@@ -13,8 +13,8 @@ use super::prom::Prom;
 use super::routes::Route;
 use super::{ApiState, ReadyInfo, Role, filter};
 use crate::schema::MINUTE_MS;
-use crate::sinks::store::tests::{prediction, window};
-use crate::sinks::store::{Store, StoreConfig};
+use crate::serving::store::tests::{prediction, window};
+use crate::serving::store::{Store, StoreConfig};
 
 const T0: u64 = 1_795_176_060_000;
 

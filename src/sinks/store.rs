@@ -1,4 +1,4 @@
-//! The dataflow operators that fill the [`Store`].
+//! The dataflow operators that fill the serving layer's [`Store`].
 //!
 //! In one process every worker writes its own stations straight into the shared store:
 //! no exchange, and the store's shards keep workers apart. In a cluster the API runs in
@@ -13,8 +13,8 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
-use super::Store;
 use crate::schema::{Prediction, WindowFeatures};
+use crate::serving::store::Store;
 
 /// Where a cluster's rows go: global worker 0, in process 0.
 const API_WORKER: u64 = 0;

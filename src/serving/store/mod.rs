@@ -2,7 +2,7 @@
 //!
 //! Per station it keeps the windows and predictions of the last `--history` of event time
 //! (the newest is "latest"), and beside them a bounded feed of anomalous predictions.
-//! Writers are the dataflow's sink operators ([`sink`]) or the `serve` consumer; readers
+//! Writers are the dataflow's sink operators ([`crate::sinks::store`]) or the `serve` consumer; readers
 //! are API requests on another thread.
 //!
 //! **Why this shape.** Stations are spread over [`SHARDS`] `RwLock`ed hash maps, so a
@@ -22,7 +22,6 @@
 //! anywhere) is dropped by a sweep that runs once per hour of event time.
 
 mod record;
-pub mod sink;
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;

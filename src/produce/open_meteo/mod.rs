@@ -22,7 +22,7 @@ use crate::stations::Station;
 use parse::{Current, ParseError};
 use policy::{Jitter, Limit};
 
-/// The variables asked for, in the units of DESIGN §3.
+/// The variables asked for, in the units of docs/design.md §3.
 const CURRENT: &str =
     "temperature_2m,relative_humidity_2m,surface_pressure,wind_speed_10m,wind_direction_10m,precipitation";
 
@@ -100,13 +100,13 @@ impl Client {
         let response = match self.http.get(&self.url).send() {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Fetch::Timeout,
-            Err(e) => return Fetch::Transport(error_chain(&e)),
+            Err(e) => return Fetch::Transport(crate::error::chain(&e)),
         };
         let code = response.status().as_u16();
         let body = match response.bytes() {
             Ok(b) => b,
             Err(e) if e.is_timeout() => return Fetch::Timeout,
-            Err(e) => return Fetch::Transport(error_chain(&e)),
+            Err(e) => return Fetch::Transport(crate::error::chain(&e)),
         };
         if code != 200 {
             return Fetch::Status {
@@ -119,17 +119,6 @@ impl Client {
             Err(e) => Fetch::Malformed(e),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The request for `stations`, coordinates in catalogue order.
@@ -287,7 +276,7 @@ impl Poller {
     }
 }
 
-/// One weather-raw message (DESIGN §3) for `station`'s current conditions.
+/// One weather-raw message (docs/design.md §3) for `station`'s current conditions.
 pub fn reading_json(station: &Station, c: &Current) -> Vec<u8> {
     let ms = u64::try_from(c.time_s).unwrap_or(0).saturating_mul(1000);
     let value = serde_json::json!({

@@ -15,8 +15,43 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::partition::Resume;
 use crate::kafka::{KafkaSettings, KafkaSetupError};
+
+/// Where a partition resumes, as read from a commit made by this program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The durable frontier when the commit was made, ms.
+    pub durable_ms: u64,
+    /// The largest event time before the committed offset, ms.
+    pub max_event_ms: Option<u64>,
+}
+
+impl Resume {
+    /// The commit metadata string.
+    pub fn encode(&self) -> String {
+        match self.max_event_ms {
+            Some(m) => format!("weatherflow/1 durable={} max_event={m}", self.durable_ms),
+            None => format!("weatherflow/1 durable={}", self.durable_ms),
+        }
+    }
+
+    /// Reads metadata written by [`encode`](Self::encode); `None` for anything else
+    /// (offsets committed by another tool).
+    pub fn decode(text: &str) -> Option<Resume> {
+        let rest = text.strip_prefix("weatherflow/1 ")?;
+        let mut resume = Resume::default();
+        let mut durable = None;
+        for field in rest.split_whitespace() {
+            match field.split_once('=')? {
+                ("durable", v) => durable = Some(v.parse().ok()?),
+                ("max_event", v) => resume.max_event_ms = Some(v.parse().ok()?),
+                _ => {}
+            }
+        }
+        resume.durable_ms = durable?;
+        Some(resume)
+    }
+}
 
 /// The record key of a partition's checkpoint.
 pub fn key(group: &str, topic: &str, partition: i32) -> String {
@@ -123,6 +158,23 @@ pub fn read_latest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_ignores_foreign_commits() {
+        let r = Resume {
+            durable_ms: 42 * 60_000,
+            max_event_ms: Some(1234),
+        };
+        assert_eq!(Resume::decode(&r.encode()), Some(r));
+        let none = Resume {
+            durable_ms: 7,
+            max_event_ms: None,
+        };
+        assert_eq!(Resume::decode(&none.encode()), Some(none));
+        assert_eq!(Resume::decode(""), None);
+        assert_eq!(Resume::decode("weatherflow/1 max_event=3"), None);
+        assert_eq!(Resume::decode("weatherflow/1 durable=x"), None);
+    }
 
     #[test]
     fn values_round_trip() {

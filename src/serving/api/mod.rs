@@ -1,9 +1,9 @@
-//! The REST API, dashboard and metrics endpoint (DESIGN §7), served by warp.
+//! The REST API, dashboard and metrics endpoint (docs/design.md §7), served by warp.
 //!
 //! [`ApiServer::start`] binds the address at once, so a port in use fails the command
 //! before any work starts, then serves on its own thread with a single-threaded tokio
 //! runtime. The dataflow's workers never run API code, and the API never runs dataflow
-//! code: the two meet only in the [`Store`](crate::sinks::store::Store)'s short locks.
+//! code: the two meet only in the [`Store`](crate::serving::store::Store)'s short locks.
 //!
 //! - [`routes`]: routing and handlers (synchronous; they never await).
 //! - [`query`]: strict parsing of query strings and station ids.
@@ -30,7 +30,7 @@ use warp::reply::Response;
 
 use std::collections::HashMap;
 
-use crate::sinks::store::Store;
+use crate::serving::store::Store;
 use crate::stations::Station;
 use model::Attribution;
 use prom::Prom;

@@ -226,7 +226,7 @@ impl StoredPrediction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::store::tests::{prediction, window};
+    use crate::serving::store::tests::{prediction, window};
 
     #[test]
     fn records_round_trip_exactly() {

@@ -6,6 +6,12 @@
 //! included: the pipeline, not the producer, decides what is valid, and tests rely on
 //! poison messages reaching the topic. The producer is idempotent, so its own retries
 //! add no duplicates.
+//!
+//! [`open_meteo`] is the producer's upstream: the client, parser and polling policy of the
+//! Open-Meteo API. It is not a dataflow source; its readings reach the pipeline through
+//! the raw topic like any other producer's.
+
+pub mod open_meteo;
 
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
@@ -19,13 +25,13 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 
 use crate::config::{OpenMeteoConfig, ProduceConfig, ProduceInput};
 use crate::kafka::KafkaSetupError;
+use crate::produce::open_meteo::{Client, ClientError, Poller, Stats};
 use crate::schema::format_rfc3339;
 use crate::schema::parse_json;
-use crate::sinks::api::ApiServer;
-use crate::sinks::api::prom::Prom;
+use crate::serving::api::ApiServer;
+use crate::serving::api::prom::Prom;
 use crate::sources::file::plan::{Format, Plan, PlanError};
 use crate::sources::generator::for_each_line;
-use crate::sources::open_meteo::{Client, ClientError, Poller, Stats};
 
 /// How long the final flush may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,7 +68,7 @@ pub enum ProduceError {
     },
     /// The `/health` and `/metrics` endpoint could not start.
     #[error(transparent)]
-    Api(#[from] crate::sinks::api::ApiError),
+    Api(#[from] crate::serving::api::ApiError),
     /// The Open-Meteo client could not be created.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -234,7 +240,7 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
             prom.register(Box::new(UpstreamCollector(upstream.clone())));
             Some(ApiServer::serve(
                 addr,
-                crate::sinks::api::ops::filter(Arc::new(prom), "produce"),
+                crate::serving::api::ops::filter(Arc::new(prom), "produce"),
             )?)
         }
         None => None,
@@ -285,12 +291,6 @@ pub fn produce(cfg: &ProduceConfig, stop: &AtomicBool) -> Result<ProduceSummary,
     })
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Polls Open-Meteo until stopped: one request per cycle for every station, new readings
 /// published keyed by station, the next request when [`Poller`] says. The first request
 /// goes out at once, so a restarted producer does not sit idle for a quarter hour.
@@ -307,14 +307,14 @@ fn poll_open_meteo(
         url = %client.url(),
         "polling open-meteo"
     );
-    let mut next_at = now_ms();
+    let mut next_at = crate::schema::now_ms();
     loop {
         // A signal only sets the flag, so wait in short slices.
         loop {
             if sender.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let now = now_ms();
+            let now = crate::schema::now_ms();
             if now >= next_at {
                 break;
             }
@@ -322,7 +322,7 @@ fn poll_open_meteo(
         }
         let fetch = client.fetch();
         let status = fetch.label();
-        let cycle = poller.handle(now_ms(), fetch);
+        let cycle = poller.handle(crate::schema::now_ms(), fetch);
         for (station, payload) in &cycle.readings {
             if sender.send(Some(station.as_bytes()), payload).is_break() {
                 return Ok(());

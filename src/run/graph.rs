@@ -1,0 +1,197 @@
+//! The dataflow one worker builds: a source, the windows, the ML stage, and the sinks the
+//! configuration asks for, with the probes that pace the sources and make the durable
+//! frontier.
+//!
+//! ```text
+//! source ─► windows ─┬─► jsonl / store / Kafka features ─────┐ (Kafka sinks: durable probe)
+//!                    ├─► collisions ─► dead-letter topic ─────┤
+//!                    └─► predictions ─► jsonl / store / Kafka ┴─► pacing probe
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::core::Filter;
+use timely::dataflow::{ProbeHandle, StreamVec};
+
+use crate::config::MlConfig;
+use crate::dataflow::predict::Locations;
+use crate::delivery::KafkaOutput;
+use crate::kafka::KafkaSettings;
+use crate::kafka::watch::BrokerHealth;
+use crate::metrics::Metrics;
+use crate::ml::registry::Watcher;
+use crate::ml::station::Models;
+use crate::schema::Reading;
+use crate::serving::store::Store;
+use crate::sinks::collisions::{kafka_collisions_sink, log_collisions};
+use crate::sinks::file::{JsonlWriter, jsonl_predictions_sink, jsonl_sink};
+use crate::sinks::kafka::{kafka_features_sink, kafka_predictions_sink};
+use crate::sinks::store::{store_features_sink, store_predictions_sink};
+use crate::sources::file::plan::Plan;
+use crate::sources::file::{ChunkExchange, file_source};
+use crate::sources::generator::{GeneratorConfig, generator};
+use crate::sources::kafka::{CommitHandle, KafkaPlan, KafkaSourceConfig, KafkaSourceParts, kafka_source};
+use crate::worker::{FailureSlot, WorkerContext};
+
+/// The source of a run, resolved before the workers start.
+#[derive(Clone)]
+pub(super) enum Input {
+    Generator(GeneratorConfig),
+    File(Arc<Plan>),
+    Kafka(KafkaInput),
+}
+
+/// Everything a worker's Kafka source needs, resolved before the workers start.
+#[derive(Clone)]
+pub(super) struct KafkaInput {
+    pub plan: Arc<KafkaPlan>,
+    pub config: KafkaSourceConfig,
+    pub settings: KafkaSettings,
+    pub output: Arc<KafkaOutput>,
+    pub brokers: Option<Arc<BrokerHealth>>,
+}
+
+/// The source as one worker builds it: a replay also needs that worker's side channel.
+enum WorkerInput {
+    Generator(GeneratorConfig),
+    File(Arc<Plan>, ChunkExchange),
+    Kafka(KafkaInput),
+}
+
+/// What every worker builds its graph from; shared by the workers of a process.
+#[derive(Clone)]
+pub(super) struct GraphParts {
+    pub input: Input,
+    pub metrics: Arc<Metrics>,
+    pub failure: FailureSlot,
+    pub stop: Arc<AtomicBool>,
+    pub writer: Option<Arc<JsonlWriter>>,
+    pub prediction_writer: Option<Arc<JsonlWriter>>,
+    pub kafka_output: Option<Arc<KafkaOutput>>,
+    pub store: Option<Arc<Store>>,
+    /// In a cluster the store rows go to worker 0, whose process serves the API.
+    pub routed: bool,
+    pub models: Option<(Models, MlConfig)>,
+    pub locations: Locations,
+    pub lateness_ms: u64,
+    pub max_ahead_ms: u64,
+    pub max_future_ms: Option<u64>,
+    pub workers_per_process: usize,
+}
+
+/// What the run loop keeps of a worker's graph.
+pub(super) struct Built {
+    /// The Kafka source's commit state, for the final commit.
+    pub commits: Option<CommitHandle>,
+}
+
+/// Builds the worker's dataflow.
+pub(super) fn build(worker: &mut timely::worker::Worker, parts: &GraphParts) -> Built {
+    let probe = ProbeHandle::new();
+    let ctx = WorkerContext {
+        metrics: parts.metrics.clone(),
+        lateness_ms: parts.lateness_ms,
+        probe: probe.clone(),
+        max_ahead_ms: parts.max_ahead_ms,
+        max_future_ms: parts.max_future_ms,
+        // Global worker index = process × workers + local index.
+        local_index: worker.index() % parts.workers_per_process,
+        failure: parts.failure.clone(),
+        stop: parts.stop.clone(),
+    };
+    let durable = ProbeHandle::new();
+    // The side dataflow must be built before the main one on every worker.
+    let source = match &parts.input {
+        Input::File(plan) => WorkerInput::File(plan.clone(), ChunkExchange::new(worker, plan)),
+        Input::Generator(cfg) => WorkerInput::Generator(cfg.clone()),
+        Input::Kafka(kafka) => WorkerInput::Kafka(kafka.clone()),
+    };
+    let mut commits = None;
+    worker.dataflow::<u64, _, _>(|scope| {
+        let (readings, resume_ms) = match source {
+            WorkerInput::File(plan, exchange) => (file_source(scope, plan, exchange, ctx.clone()), 0),
+            WorkerInput::Generator(cfg) => (generator(scope, cfg, ctx.clone()), 0),
+            WorkerInput::Kafka(kafka) => {
+                let resume_ms = kafka.plan.resume_ms;
+                let source = KafkaSourceParts {
+                    plan: kafka.plan,
+                    config: kafka.config,
+                    settings: kafka.settings,
+                    output: kafka.output,
+                    durable: durable.clone(),
+                    brokers: kafka.brokers,
+                };
+                let (stream, handle) = kafka_source(scope, source, ctx.clone());
+                commits = Some(handle);
+                (stream, resume_ms)
+            }
+        };
+        wire(readings, resume_ms, parts, &ctx, &probe, &durable);
+    });
+    Built { commits }
+}
+
+/// Everything after the source.
+fn wire(
+    readings: StreamVec<'_, u64, Reading>,
+    resume_ms: u64,
+    parts: &GraphParts,
+    ctx: &WorkerContext,
+    probe: &ProbeHandle<u64>,
+    durable: &ProbeHandle<u64>,
+) {
+    let built = crate::dataflow::windows(readings, parts.metrics.clone());
+    let mut windows = built.features;
+    if resume_ms > 0 {
+        // Windows ending before the resume point were acknowledged by an earlier run; the
+        // readings replayed for state would re-emit them partially.
+        windows = windows.filter(move |w| w.window_end >= resume_ms);
+    }
+    match &parts.kafka_output {
+        Some(output) => {
+            kafka_collisions_sink(built.collisions, output.clone(), ctx.clone())
+                .probe_with(durable)
+                .probe_with(probe);
+        }
+        None => log_collisions(built.collisions),
+    }
+    if let Some(writer) = &parts.writer {
+        jsonl_sink(windows.clone(), writer.clone(), ctx.clone());
+    }
+    if let Some(store) = &parts.store {
+        store_features_sink(windows.clone(), store.clone(), parts.routed);
+    }
+    if let Some(output) = &parts.kafka_output {
+        kafka_features_sink(windows.clone(), output.clone(), ctx.clone())
+            .probe_with(durable)
+            .probe_with(probe);
+    }
+    let Some((models, ml)) = &parts.models else {
+        windows.probe_with(probe);
+        return;
+    };
+    let watcher = ml.poll.map(|every| Watcher::new(ml.models.clone(), every));
+    let predictions = crate::dataflow::predict::predictions(
+        windows,
+        models.clone(),
+        watcher,
+        parts.metrics.clone(),
+        parts.locations.clone(),
+    );
+    if let Some(writer) = &parts.prediction_writer {
+        jsonl_predictions_sink(predictions.clone(), writer.clone(), ctx.clone());
+    }
+    if let Some(store) = &parts.store {
+        store_predictions_sink(predictions.clone(), store.clone(), parts.routed);
+    }
+    if let Some(output) = &parts.kafka_output {
+        kafka_predictions_sink(predictions.clone(), output.clone(), ctx.clone())
+            .probe_with(durable)
+            .probe_with(probe);
+    }
+    // Predictions complete after their windows, so probing them covers both, and the
+    // windows need no extra copy for a probe of their own.
+    predictions.probe_with(probe);
+}

@@ -1,0 +1,109 @@
+//! Commits: checkpoints behind the durable frontier, then group offsets behind the
+//! checkpoints the broker has acknowledged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+use timely::dataflow::ProbeHandle;
+
+use super::client::SourceClient;
+use super::partition::PartitionState;
+use crate::delivery::{Ack, Checkpoints, DeadLetters, KafkaOutput, Sent, checkpoint};
+
+/// The commit state a worker's source shares with its run loop, for the final commit.
+pub struct Committer {
+    pub(super) consumer: Arc<BaseConsumer<SourceClient>>,
+    pub(super) output: Arc<KafkaOutput>,
+    pub(super) group: String,
+    pub(super) topic: String,
+    pub(super) parts: Vec<PartitionState>,
+    pub(super) dead: Arc<DeadLetters>,
+    pub(super) checkpoints: Arc<Checkpoints>,
+    pub(super) durable: ProbeHandle<u64>,
+    pub(super) last_commit: Instant,
+    pub(super) warned: Option<Instant>,
+}
+
+impl Committer {
+    fn durable_ms(&self) -> u64 {
+        self.durable.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
+    }
+
+    /// Checkpoints every partition whose resume point moved, and commits the group
+    /// offsets of checkpoints the broker has acknowledged. The group offset therefore never
+    /// runs ahead of a checkpoint: a restart always finds the state for where it resumes.
+    ///
+    /// Never blocks on a full producer queue: that partition's checkpoint waits for the
+    /// next commit, which writes a newer one anyway.
+    pub fn commit(&mut self, mode: CommitMode) {
+        let durable = self.durable_ms();
+        for p in &mut self.parts {
+            let Some((offset, resume)) = p.committable(durable, self.dead.oldest(p.id)) else {
+                continue;
+            };
+            if p.committed == Some((offset, resume.durable_ms)) {
+                continue;
+            }
+            let key = checkpoint::key(&self.group, &self.topic, p.id);
+            let ack = Ack::Checkpoint {
+                tracker: self.checkpoints.clone(),
+                partition: p.id,
+                offset,
+                metadata: resume.encode(),
+            };
+            match self
+                .output
+                .send_checkpoint(&key, &checkpoint::encode(offset, &resume), ack)
+            {
+                Ok(Sent::Queued) => p.committed = Some((offset, resume.durable_ms)),
+                Ok(Sent::Full(())) => tracing::debug!(partition = p.id, "producer queue full; checkpoint deferred"),
+                Err(e) => tracing::warn!(
+                    error = %crate::error::chain(&e),
+                    "checkpoint not written; a restart replays more"
+                ),
+            }
+        }
+        self.last_commit = Instant::now();
+        let acked = self.checkpoints.take();
+        if acked.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (partition, offset, metadata) in &acked {
+            if tpl
+                .add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .is_ok()
+                && let Some(mut elem) = tpl.find_partition(&self.topic, *partition)
+            {
+                elem.set_metadata(metadata);
+            }
+        }
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                tracing::debug!(topic = %self.topic, ?mode, "offsets committed");
+            }
+            Err(e) => {
+                // Not fatal: the checkpoints are the resume points; the group offsets only
+                // serve lag monitors, and the next acknowledged checkpoint commits again.
+                if self.warned.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                    tracing::warn!(error = %e, topic = %self.topic, "offset commit failed; will retry");
+                    self.warned = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// The last commit of a stopping worker: checkpoints, waits (bounded) for the broker
+    /// to acknowledge them, then commits the group offsets synchronously. Called by the
+    /// run loop after the worker has stopped stepping, never from an operator.
+    pub fn commit_final(&mut self, timeout: Duration) {
+        self.commit(CommitMode::Sync);
+        if self.output.flush(timeout).is_err() {
+            tracing::warn!("checkpoints not acknowledged before the stop; a restart replays more");
+        }
+        self.commit(CommitMode::Sync);
+    }
+}
