@@ -10,7 +10,9 @@
 #   scripts/test-broker.sh status    exit 0 when it listens
 #
 # Environment: KAFKA_PORT (9092), NISSHI_ROOT (cache, default ~/.cache/weatherflow/nisshi-0.8.1),
-# KAFKA_PARTITIONS (4), NISSHI_RUN_DIR (pid file and broker.log).
+# KAFKA_PARTITIONS (4), NISSHI_RUN_DIR (pid file and broker.log), NISSHI_PREBUILT (optional: a
+# gzipped nisshi 0.8.1 x86-64 Linux binary with a `.sha256` file beside it; used instead of
+# building when its checksum matches, and ignored otherwise).
 #
 # Why nightly: nisshi 0.8.1's dependency rama 0.4 needs rustc >= 1.96, newer than the stable
 # toolchain here; the image carries a nightly toolchain, used only to build the broker.
@@ -26,8 +28,25 @@ PARTITIONS=${KAFKA_PARTITIONS:-4}
 say() { echo "test-broker: $*" >&2; }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
+# The prebuilt binary, when given and intact, saves the 25-minute build.
+install_prebuilt() {
+  local gz=${NISSHI_PREBUILT:-}
+  [ -n "$gz" ] && [ -f "$gz" ] && [ -f "$gz.sha256" ] || return 1
+  local want have
+  want=$(awk '{print $1}' "$gz.sha256")
+  have=$(sha256sum "$gz" | awk '{print $1}')
+  if [ "$want" != "$have" ]; then
+    say "prebuilt $gz fails its checksum; building instead"
+    return 1
+  fi
+  mkdir -p "$NISSHI_ROOT/bin"
+  gunzip -c "$gz" >"$NISSHI.tmp" && chmod +x "$NISSHI.tmp" && mv "$NISSHI.tmp" "$NISSHI"
+  say "installed the prebuilt nisshi $NISSHI_VERSION from $gz"
+}
+
 install() {
   [ -x "$NISSHI" ] && return 0
+  install_prebuilt && return 0
   local toolchain=nightly
   if ! rustup toolchain list | grep -q '^nightly'; then
     say "no nightly toolchain; installing the minimal nightly profile"
