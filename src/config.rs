@@ -161,7 +161,9 @@ pub struct KafkaArgs {
     #[arg(long, env = "WEATHERFLOW_BROKERS")]
     pub brokers: Option<String>,
     /// A librdkafka setting passed through unchanged (`key=value`, repeatable), e.g.
-    /// `security.protocol=SASL_SSL`. Applied last, so it overrides the program's defaults.
+    /// `security.protocol=SASL_SSL`. Applied last, so it overrides the program's tuning;
+    /// keys the delivery guarantees depend on (auto-commit, idempotence, timeouts, acks,
+    /// group, …) are refused with the reason (`src/kafka/reserved.rs`).
     #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_option)]
     pub kafka_options: Vec<(String, String)>,
     /// Topic of raw readings.
@@ -188,6 +190,10 @@ pub struct KafkaArgs {
 impl KafkaArgs {
     /// The settings, when `--brokers` was given.
     pub fn into_settings(self) -> Result<Option<KafkaSettings>, ConfigError> {
+        // Refused even without --brokers: an option that cannot take effect now would
+        // surprise whoever adds --brokers later.
+        crate::kafka::reserved::check(&self.kafka_options)
+            .map_err(|refused| invalid("--kafka-option", refused.to_string()))?;
         let Some(brokers) = self.brokers.filter(|b| !b.trim().is_empty()) else {
             return Ok(None);
         };
