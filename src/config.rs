@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 use crate::kafka::{KafkaSettings, Topics, parse_option};
 use crate::sources::generator::{GeneratorConfig, Speed};
@@ -256,9 +256,11 @@ pub struct RunArgs {
     #[arg(long, env = "WEATHERFLOW_PREDICTIONS")]
     pub predictions: Option<PathBuf>,
     /// Model registry: the forecast and anomaly operators load `<dir>/<kind>/LATEST` and
-    /// reload it when it changes.
-    #[arg(long, env = "WEATHERFLOW_MODELS", default_value = "models")]
-    pub models: PathBuf,
+    /// reload it when it changes. It must exist when given. Default: `models` in the
+    /// working directory if there is one, else the versions built into the binary (the
+    /// committed LATEST ones; nothing to reload then).
+    #[arg(long, env = "WEATHERFLOW_MODELS", value_hint = ValueHint::DirPath)]
+    pub models: Option<PathBuf>,
     /// How often the running job checks the registry for a new LATEST (0 disables reload).
     #[arg(long, env = "WEATHERFLOW_MODEL_POLL", default_value = "5s", value_parser = parse_duration)]
     pub model_poll: Duration,
@@ -426,8 +428,9 @@ pub struct Config {
 /// Where the ML stage finds its models.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MlConfig {
-    /// Registry directory.
-    pub models: PathBuf,
+    /// Registry directory given by `--models`; `None`: the default directory if present,
+    /// else the embedded models.
+    pub models: Option<PathBuf>,
     /// Reload check interval; `None` disables reload.
     pub poll: Option<Duration>,
 }

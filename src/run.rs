@@ -27,7 +27,8 @@ use crate::kafka::watch::{BrokerHealth, BrokerWatch, OutputStall};
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 use crate::metrics::{Metrics, Snapshot};
 use crate::ml::MlError;
-use crate::ml::registry::{Watcher, load_latest};
+use crate::ml::registry::{DEFAULT_DIR, Origin, load_for_run};
+use crate::ml::reload::{Loader, Reloader};
 use crate::schema::format_rfc3339;
 use crate::sinks::api::prom::{PipelineCollector, Prom};
 use crate::sinks::api::{ApiError, ApiServer, ApiState, ReadyInfo, Role, catalogue_index};
@@ -62,6 +63,9 @@ pub enum RunError {
     /// The models could not be loaded.
     #[error("cannot load models (train with `weatherflow train`, or run with --no-ml)")]
     Models(#[from] MlError),
+    /// The model reload thread could not be started.
+    #[error("cannot start the model reload thread")]
+    ReloadThread(#[source] std::io::Error),
     /// Records were still unacknowledged when the run had to end.
     #[error("kafka: {0} records not acknowledged by the broker within {DRAIN_TIMEOUT:?}")]
     Unflushed(i32),
@@ -261,6 +265,41 @@ fn start_api(
     Ok((Some(store), Some(server)))
 }
 
+/// Logs where the models came from and, when they came from a registry and reload is
+/// on, starts the process's reload thread.
+fn start_reload(
+    models: &crate::ml::station::Models,
+    origin: &Origin,
+    poll: Option<Duration>,
+) -> Result<Option<Reloader>, RunError> {
+    let (forecast, anomaly) = (&models.forecast.version, &models.anomaly.version);
+    match origin {
+        Origin::Embedded => {
+            tracing::info!(
+                %forecast,
+                %anomaly,
+                "models: embedded {forecast}/{anomaly} (no {DEFAULT_DIR}/ directory here; give --models DIR for a registry)"
+            );
+            if poll.is_some() {
+                tracing::info!(
+                    "model hot reload off: the models are built into the binary, there is no registry to watch"
+                );
+            }
+            Ok(None)
+        }
+        Origin::Registry(dir) => {
+            tracing::info!(%forecast, %anomaly, registry = %dir.display(), "models: {forecast}/{anomaly} from {origin}");
+            match poll {
+                Some(every) => Loader::new(dir.clone(), models.clone())
+                    .spawn(every)
+                    .map(Some)
+                    .map_err(RunError::ReloadThread),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
 /// Runs the job until its input ends or `stop` is set.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     let started = Instant::now();
@@ -325,21 +364,15 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         .transpose()?
         .map(Arc::new);
     // Loaded once here so a missing or broken registry fails the run before it starts;
-    // each worker then shares these and watches the registry on its own.
-    let models = match &config.ml {
+    // each worker then shares these, and one thread per process watches the registry.
+    let (models, reloader) = match &config.ml {
         Some(ml) => {
-            let models = load_latest(&ml.models)?;
-            tracing::info!(
-                forecast = %models.forecast.version,
-                anomaly = %models.anomaly.version,
-                registry = %ml.models.display(),
-                "models loaded"
-            );
-            Some(models)
+            let (models, origin) = load_for_run(ml.models.as_deref(), std::path::Path::new(DEFAULT_DIR))?;
+            let reloader = start_reload(&models, &origin, ml.poll)?;
+            (Some(models), reloader)
         }
-        None => None,
+        None => (None, None),
     };
-    let ml_config = config.ml.clone();
     let locations: crate::dataflow::predict::Locations = Arc::new(
         config
             .catalogue
@@ -365,6 +398,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         let prediction_writer = prediction_writer.clone();
         let kafka_output = kafka_output.clone();
         let store = store.clone();
+        // Each worker clones this; the reload thread itself stays here for the whole run.
+        let reload = reloader.as_ref().map(Reloader::subscribe);
         let lateness_ms = config.lateness_ms;
         let max_ahead_ms = config.max_ahead_ms;
         let max_future_ms = config.max_future_ms;
@@ -428,12 +463,11 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                         .probe_with(&durable)
                         .probe_with(&probe);
                 }
-                if let (Some(models), Some(ml)) = (&models, &ml_config) {
-                    let watcher = ml.poll.map(|every| Watcher::new(ml.models.clone(), every));
+                if let Some(models) = &models {
                     let predictions = crate::dataflow::predict::predictions(
                         windows,
                         models.clone(),
-                        watcher,
+                        reload.clone(),
                         metrics.clone(),
                         locations.clone(),
                     );
