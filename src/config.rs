@@ -2,8 +2,9 @@
 //!
 //! Timely's own flags are kept with their meanings (`-w` workers per process, `-n`
 //! processes, `-p` this process, `-h` hostfile), so `--help` is long-only. Every flag also
-//! reads a `WEATHERFLOW_*` environment variable. Raw [`RunArgs`] are what clap parses;
-//! [`Config`] is what the rest of the program may rely on.
+//! reads a `WEATHERFLOW_*` environment variable, and the flags of `run`, `serve` and
+//! `produce` can also come from a `--config` TOML file ([`file`]). Raw [`RunArgs`] are
+//! what clap parses; [`Config`] is what the rest of the program may rely on.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,12 +17,14 @@ use crate::sources::kafka::{KafkaSourceConfig, StartOffset};
 
 mod api;
 mod bench;
+pub mod file;
 mod generator;
 mod ml;
 mod produce;
 
 pub use api::{ApiArgs, ApiConfig, AttributionConfig, AttributionKind, ServeArgs, ServeConfig};
 pub use bench::{BenchArgs, BenchConfig, BenchSource};
+pub use file::ConfigFileArgs;
 pub use generator::{DEFAULT_GENERATOR_INTERVAL, GenerateArgs, GeneratorArgs, StationsArg};
 pub use ml::{EvaluateArgs, TrainArgs};
 pub use produce::{OpenMeteoConfig, ProduceArgs, ProduceConfig, ProduceFrom, ProduceInput};
@@ -246,7 +249,7 @@ pub struct RunArgs {
     pub source: SourceKind,
     /// Input files for `--source file`: paths or glob patterns (`data/*.jsonl`), repeatable.
     /// `.csv` files use the historical CSV layout; anything else is JSONL.
-    #[arg(long, env = "WEATHERFLOW_INPUT", value_delimiter = ',')]
+    #[arg(long, env = "WEATHERFLOW_INPUT", value_delimiter = ',', value_hint = ValueHint::AnyPath)]
     pub input: Vec<String>,
     /// Write weather-features as JSON lines to this file. With several processes the path
     /// must contain `{process}`, replaced by the process index.
@@ -333,6 +336,9 @@ pub struct RunArgs {
     /// peak memory) to this JSON file; `weatherflow bench` reads it.
     #[arg(long, hide = true)]
     pub bench_report: Option<PathBuf>,
+    /// `--config` and `--print-config`.
+    #[command(flatten)]
+    pub file: ConfigFileArgs,
 }
 
 /// The shape of the timely cluster.
