@@ -382,6 +382,18 @@ fn clap_problem(e: &clap::Error) -> String {
     joined.strip_prefix("error: ").unwrap_or(&joined).to_owned()
 }
 
+/// The directory relative paths in the file at `path` are relative to: the file's own,
+/// made absolute so that `--print-config` output means the same wherever it is saved.
+fn base_dir(path: &Path) -> PathBuf {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        // `run.toml`: its directory is the working directory.
+        _ => Path::new("."),
+    };
+    // `absolute` drops `.` components and fails only without a working directory.
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_owned())
+}
+
 /// One file key, ready to append.
 struct Entry {
     key: String,
@@ -405,10 +417,7 @@ fn read_file(path: &Path, cmd: &Command, command: &str, keys: &[Arg]) -> Result<
             path: path.to_owned(),
             source,
         })?;
-    // Relative paths are relative to the file; made absolute so that `--print-config`
-    // output means the same wherever it is saved.
-    let dir = std::path::absolute(path.parent().unwrap_or(Path::new("")))
-        .unwrap_or_else(|_| path.parent().unwrap_or(Path::new("")).to_owned());
+    let dir = base_dir(path);
     let mut entries: Vec<Entry> = Vec::new();
     for (key, value) in table {
         let line = line_of(&text, key.span().start);

@@ -316,3 +316,11 @@ fn print_config_round_trips_through_a_file() {
     assert!(second.print.is_none());
     assert_eq!(run(&second).source, SourceKind::Generator);
 }
+
+#[test]
+fn a_file_named_without_a_directory_resolves_against_the_working_directory() {
+    let cwd = std::path::absolute(".").unwrap();
+    assert_eq!(base_dir(Path::new("run.toml")), cwd);
+    assert_eq!(base_dir(Path::new("etc/run.toml")), cwd.join("etc"));
+    assert_eq!(base_dir(Path::new("/etc/wf/run.toml")), Path::new("/etc/wf"));
+}
