@@ -2,13 +2,14 @@
 //!
 //! Timely's own flags are kept with their meanings (`-w` workers per process, `-n`
 //! processes, `-p` this process, `-h` hostfile), so `--help` is long-only. Every flag also
-//! reads a `WEATHERFLOW_*` environment variable. Raw [`RunArgs`] are what clap parses;
-//! [`Config`] is what the rest of the program may rely on.
+//! reads a `WEATHERFLOW_*` environment variable, and the flags of `run`, `serve` and
+//! `produce` can also come from a `--config` TOML file ([`file`]). Raw [`RunArgs`] are
+//! what clap parses; [`Config`] is what the rest of the program may rely on.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 use crate::kafka::{KafkaSettings, Topics, parse_option};
 use crate::sources::generator::{GeneratorConfig, Speed};
@@ -16,12 +17,14 @@ use crate::sources::kafka::{KafkaSourceConfig, StartOffset};
 
 mod api;
 mod bench;
+pub mod file;
 mod generator;
 mod ml;
 mod produce;
 
 pub use api::{ApiArgs, ApiConfig, AttributionConfig, AttributionKind, ServeArgs, ServeConfig};
 pub use bench::{BenchArgs, BenchConfig, BenchSource};
+pub use file::ConfigFileArgs;
 pub use generator::{DEFAULT_GENERATOR_INTERVAL, GenerateArgs, GeneratorArgs, StationsArg};
 pub use ml::{EvaluateArgs, TrainArgs};
 pub use produce::{OpenMeteoConfig, ProduceArgs, ProduceConfig, ProduceFrom, ProduceInput};
@@ -161,7 +164,9 @@ pub struct KafkaArgs {
     #[arg(long, env = "WEATHERFLOW_BROKERS")]
     pub brokers: Option<String>,
     /// A librdkafka setting passed through unchanged (`key=value`, repeatable), e.g.
-    /// `security.protocol=SASL_SSL`. Applied last, so it overrides the program's defaults.
+    /// `security.protocol=SASL_SSL`. Applied last, so it overrides the program's tuning;
+    /// keys the delivery guarantees depend on (auto-commit, idempotence, timeouts, acks,
+    /// group, …) are refused with the reason (`src/kafka/reserved.rs`).
     #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_option)]
     pub kafka_options: Vec<(String, String)>,
     /// Topic of raw readings.
@@ -188,6 +193,10 @@ pub struct KafkaArgs {
 impl KafkaArgs {
     /// The settings, when `--brokers` was given.
     pub fn into_settings(self) -> Result<Option<KafkaSettings>, ConfigError> {
+        // Refused even without --brokers: an option that cannot take effect now would
+        // surprise whoever adds --brokers later.
+        crate::kafka::reserved::check(&self.kafka_options)
+            .map_err(|refused| invalid("--kafka-option", refused.to_string()))?;
         let Some(brokers) = self.brokers.filter(|b| !b.trim().is_empty()) else {
             return Ok(None);
         };
@@ -240,7 +249,7 @@ pub struct RunArgs {
     pub source: SourceKind,
     /// Input files for `--source file`: paths or glob patterns (`data/*.jsonl`), repeatable.
     /// `.csv` files use the historical CSV layout; anything else is JSONL.
-    #[arg(long, env = "WEATHERFLOW_INPUT", value_delimiter = ',')]
+    #[arg(long, env = "WEATHERFLOW_INPUT", value_delimiter = ',', value_hint = ValueHint::AnyPath)]
     pub input: Vec<String>,
     /// Write weather-features as JSON lines to this file. With several processes the path
     /// must contain `{process}`, replaced by the process index.
@@ -250,9 +259,11 @@ pub struct RunArgs {
     #[arg(long, env = "WEATHERFLOW_PREDICTIONS")]
     pub predictions: Option<PathBuf>,
     /// Model registry: the forecast and anomaly operators load `<dir>/<kind>/LATEST` and
-    /// reload it when it changes.
-    #[arg(long, env = "WEATHERFLOW_MODELS", default_value = "models")]
-    pub models: PathBuf,
+    /// reload it when it changes. It must exist when given. Default: `models` in the
+    /// working directory if there is one, else the versions built into the binary (the
+    /// committed LATEST ones; nothing to reload then).
+    #[arg(long, env = "WEATHERFLOW_MODELS", value_hint = ValueHint::DirPath)]
+    pub models: Option<PathBuf>,
     /// How often the running job checks the registry for a new LATEST (0 disables reload).
     #[arg(long, env = "WEATHERFLOW_MODEL_POLL", default_value = "5s", value_parser = parse_duration)]
     pub model_poll: Duration,
@@ -325,6 +336,9 @@ pub struct RunArgs {
     /// peak memory) to this JSON file; `weatherflow bench` reads it.
     #[arg(long, hide = true)]
     pub bench_report: Option<PathBuf>,
+    /// `--config` and `--print-config`.
+    #[command(flatten)]
+    pub file: ConfigFileArgs,
 }
 
 /// The shape of the timely cluster.
@@ -420,8 +434,9 @@ pub struct Config {
 /// Where the ML stage finds its models.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MlConfig {
-    /// Registry directory.
-    pub models: PathBuf,
+    /// Registry directory given by `--models`; `None`: the default directory if present,
+    /// else the embedded models.
+    pub models: Option<PathBuf>,
     /// Reload check interval; `None` disables reload.
     pub poll: Option<Duration>,
 }

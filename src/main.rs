@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use weatherflow::config::file::FileError;
 use weatherflow::config::{
-    BenchArgs, Cli, Command, EvaluateArgs, GenerateArgs, LogFormat, ProduceArgs, ServeArgs, TrainArgs,
+    BenchArgs, Command, EvaluateArgs, GenerateArgs, LogFormat, ProduceArgs, ServeArgs, TrainArgs,
 };
 
 fn init_tracing(format: LogFormat) {
@@ -23,7 +23,19 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let layered = match weatherflow::config::file::parse(std::env::args_os(), &|name| std::env::var_os(name)) {
+        Ok(layered) => layered,
+        Err(FileError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(text) = layered.print {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    let cli = layered.cli;
     let result = match cli.command {
         Some(Command::Generate(args)) => {
             init_tracing(args.log_format);

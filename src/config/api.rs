@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::{ConfigError, KafkaArgs, LogFormat, invalid, parse_duration};
+use super::{ConfigError, ConfigFileArgs, KafkaArgs, LogFormat, invalid, parse_duration};
 use crate::kafka::KafkaSettings;
 use crate::serving::api::model::{Attribution, OPEN_METEO};
 use crate::serving::store::StoreConfig;
@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// Log format. Filter with RUST_LOG (default `info`).
     #[arg(long, value_enum, env = "WEATHERFLOW_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// `--config` and `--print-config`.
+    #[command(flatten)]
+    pub file: ConfigFileArgs,
 }
 
 /// A validated `serve` configuration.

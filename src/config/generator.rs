@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
+use clap::{Args, ValueHint};
 
 use super::{ConfigError, LogFormat, invalid, parse_duration};
 use crate::schema::{floor_minute, parse_rfc3339};
@@ -48,7 +48,7 @@ impl StationsArg {
 pub struct GeneratorArgs {
     /// Stations: a number of synthetic ones, or a catalogue file (`stations.toml`) whose
     /// ids and coordinates the generator (and `produce --from open-meteo`) then uses.
-    #[arg(long, env = "WEATHERFLOW_STATIONS", default_value = "100", value_parser = parse_stations)]
+    #[arg(long, env = "WEATHERFLOW_STATIONS", default_value = "100", value_parser = parse_stations, value_hint = ValueHint::AnyPath)]
     pub stations: StationsArg,
     /// Generator: seed of all random streams; the same seed gives the same readings.
     #[arg(long, env = "WEATHERFLOW_SEED", default_value_t = 42)]

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, ValueEnum, ValueHint};
 
-use super::{ConfigError, GeneratorArgs, KafkaArgs, LogFormat, invalid, parse_duration};
+use super::{ConfigError, ConfigFileArgs, GeneratorArgs, KafkaArgs, LogFormat, invalid, parse_duration};
 use crate::kafka::KafkaSettings;
 use crate::sources::generator::{GeneratorConfig, Speed};
 
@@ -46,7 +46,7 @@ pub struct ProduceArgs {
     #[arg(long, value_enum, env = "WEATHERFLOW_PRODUCE_FROM")]
     pub from: ProduceFrom,
     /// JSONL input files for `--from file`: paths or glob patterns, repeatable.
-    #[arg(long, env = "WEATHERFLOW_INPUT", value_delimiter = ',')]
+    #[arg(long, env = "WEATHERFLOW_INPUT", value_delimiter = ',', value_hint = ValueHint::AnyPath)]
     pub input: Vec<String>,
     /// Kafka connection.
     #[command(flatten)]
@@ -83,6 +83,9 @@ pub struct ProduceArgs {
     /// Log format. Filter with RUST_LOG (default `info`).
     #[arg(long, value_enum, env = "WEATHERFLOW_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// `--config` and `--print-config`.
+    #[command(flatten)]
+    pub file: ConfigFileArgs,
 }
 
 /// What `produce` sends.

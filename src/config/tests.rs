@@ -44,6 +44,24 @@ fn kafka_flags() {
     assert!(parse(&["weatherflow", "--from-latest", "--from-beginning"]).is_err());
     assert!(parse(&["weatherflow", "--brokers", "h:1", "--topic", "bad topic"]).is_err());
     assert!(parse(&["weatherflow", "--kafka-option", "novalue"]).is_err());
+    // Delivery settings are refused before anything connects, every one named.
+    let err = parse(&[
+        "weatherflow",
+        "--brokers",
+        "h:1",
+        "--kafka-option",
+        "enable.auto.commit=true",
+        "--kafka-option",
+        "linger.ms=5",
+        "--kafka-option",
+        " Message.Timeout.Ms=1000",
+    ])
+    .unwrap_err();
+    assert!(
+        err.contains("--kafka-option") && err.contains("enable.auto.commit") && err.contains("Message.Timeout.Ms"),
+        "{err}"
+    );
+    assert!(!err.contains("linger.ms"), "{err}");
     // Brokers with the generator: features go to Kafka, the source stays.
     let c = parse(&["weatherflow", "--brokers", "h:1"]).unwrap();
     assert!(c.kafka.is_some() && matches!(c.source, SourceConfig::Generator(_)));

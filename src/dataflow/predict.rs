@@ -6,10 +6,12 @@
 //! exchange, no buffering and no notificator are needed; the operator is a `unary` map
 //! with per-station state.
 //!
-//! Hot reload: the worker's [`Watcher`] is polled at most once per interval from this
-//! operator. New models replace the `Arc`s used for the next window, while every
-//! station's history, learned correction and detector state stay as they are, so a swap
-//! costs no warm-up. Each prediction names the versions that made it.
+//! Hot reload: the process's reload thread reads and validates new versions
+//! ([`crate::ml::reload`]); this operator only asks its [`Subscriber`] whether the shared
+//! models changed, one atomic load per activation, so no file is read on the worker. New
+//! models replace the `Arc`s used for the next window, while every station's history,
+//! learned correction and detector state stay as they are, so a swap costs no warm-up.
+//! Each prediction names the versions that made it.
 
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::ml::anomaly::DETECTOR_DIMS;
 use crate::ml::features::Location;
 use crate::ml::history::Obs;
-use crate::ml::registry::Watcher;
+use crate::ml::reload::Subscriber;
 use crate::ml::station::{Models, StationState};
 use crate::schema::{AnomalyRecord, ForecastRecord, ModelVersions, Prediction, VariableStats, WindowFeatures, round3};
 
@@ -54,11 +56,11 @@ fn versions_of(models: &Models) -> ModelVersions {
 /// features; a station missing here is forecast on UTC hours without them.
 pub type Locations = Arc<std::collections::HashMap<String, Location>>;
 
-/// Applies the models to every window. `watcher` enables hot reload.
+/// Applies the models to every window. `reload` enables hot reload.
 pub fn predictions<'s>(
     windows: StreamVec<'s, u64, WindowFeatures>,
     mut models: Models,
-    mut watcher: Option<Watcher>,
+    mut reload: Option<Subscriber>,
     metrics: Arc<Metrics>,
     locations: Locations,
 ) -> StreamVec<'s, u64, Prediction> {
@@ -68,8 +70,8 @@ pub fn predictions<'s>(
     let mut versions = versions_of(&models);
     windows.unary(Pipeline, "Predict", move |_cap, _info| {
         move |input, output| {
-            if let Some(w) = watcher.as_mut()
-                && let Some(new) = w.poll(&models)
+            if let Some(r) = reload.as_mut()
+                && let Some(new) = r.poll()
             {
                 tracing::info!(
                     forecast = %new.forecast.version,

@@ -4,9 +4,12 @@
 //! the bootstrap servers, then the user's `--kafka-option key=value` pairs. Settings the
 //! code needs for correctness (manual commits, idempotence) are applied by the component
 //! that needs them, each with a comment saying why; user options are applied last by
-//! [`KafkaSettings::apply_user_options`] so SASL/SSL and tuning always pass through.
+//! [`KafkaSettings::apply_user_options`] so SASL/SSL and tuning always pass through. The
+//! options those settings depend on are refused when the flags are validated
+//! ([`reserved`]), so applying user options last can never undo them.
 
 pub mod logs;
+pub mod reserved;
 pub mod watch;
 
 use std::time::Duration;
@@ -131,7 +134,8 @@ impl KafkaSettings {
         cfg
     }
 
-    /// Applies `--kafka-option` pairs last, so they override anything the code set.
+    /// Applies `--kafka-option` pairs last, so they override the code's tuning. Keys the
+    /// delivery protocol depends on never get here: [`reserved::check`] refused them.
     pub fn apply_user_options(&self, cfg: &mut ClientConfig) {
         for (k, v) in &self.options {
             cfg.set(k, v);
@@ -203,16 +207,14 @@ mod tests {
         assert!(parse_option("novalue").is_err());
         let settings = KafkaSettings {
             brokers: "h:1".into(),
-            options: vec![
-                ("linger.ms".into(), "7".into()),
-                ("bootstrap.servers".into(), "x:2".into()),
-            ],
+            options: vec![("linger.ms".into(), "7".into()), ("client.id".into(), "x".into())],
             topics: Topics::default(),
         };
         let mut cfg = settings.client_config();
         cfg.set("linger.ms", "20");
         settings.apply_user_options(&mut cfg);
         assert_eq!(cfg.get("linger.ms"), Some("7"));
-        assert_eq!(cfg.get("bootstrap.servers"), Some("x:2"));
+        assert_eq!(cfg.get("client.id"), Some("x"));
+        assert_eq!(cfg.get("bootstrap.servers"), Some("h:1"));
     }
 }

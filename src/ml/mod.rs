@@ -13,18 +13,22 @@
 //! - [`forecast`], [`rls`]: pooled models, online per-station correction, intervals.
 //! - [`forest`], [`anomaly`]: the isolation forest and the rule detectors.
 //! - [`station`]: one station's state and the step every path runs.
-//! - [`registry`]: versioned models on disk, hot reload.
+//! - [`registry`]: versioned models on disk, and which models a run uses.
+//! - [`embedded`]: the committed LATEST versions, built into the binary as the fallback.
+//! - [`reload`]: hot reload, read on a background thread and shared with the workers.
 //! - [`train`], [`evaluate`], [`data`]: offline training and evaluation on hourly CSVs.
 
 pub mod anomaly;
 pub mod commands;
 pub mod data;
+pub mod embedded;
 pub mod evaluate;
 pub mod features;
 pub mod forecast;
 pub mod forest;
 pub mod history;
 pub mod registry;
+pub mod reload;
 pub mod rls;
 pub mod station;
 pub mod train;
@@ -34,9 +38,14 @@ use std::path::PathBuf;
 /// Why an ML operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MlError {
-    /// A file could not be read or written.
-    #[error("{0}: {1}")]
+    /// A file could not be read or written. The I/O error is the source, not part of
+    /// this message, so that a printed error chain names it once.
+    #[error("cannot access {}", .0.display())]
     Io(PathBuf, #[source] std::io::Error),
+    /// `--models DIR` names a directory that does not exist. Only an explicit directory
+    /// is an error: without `--models`, the models built into the binary are used.
+    #[error("model registry {} does not exist (give an existing --models DIR, or omit --models to use the models built into the binary)", .0.display())]
+    NoRegistry(PathBuf),
     /// Input data is unusable (bad pattern, header, value).
     #[error("data: {0}")]
     Data(String),

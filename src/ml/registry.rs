@@ -10,12 +10,16 @@
 //!
 //! Writes are atomic where it matters: a version directory is written under a temporary
 //! name and renamed into place, and `LATEST` is replaced by rename, so a running dataflow
-//! polling the registry never sees a half-written model. A model that fails to load or
-//! validate is reported and the running one kept.
+//! polling the registry ([`super::reload`]) never sees a half-written model. A model that
+//! fails to load or validate is reported and the running one kept.
+//!
+//! Which models a run uses ([`load_for_run`]): `--models DIR` if given (it must exist);
+//! otherwise `models/` in the working directory if there is one; otherwise the versions
+//! built into the binary ([`super::embedded`]), so an installed binary runs anywhere.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,6 +29,8 @@ use super::anomaly::AnomalyModel;
 use super::forecast::ForecastModel;
 use super::station::{Models, Versioned};
 
+/// The registry `run` uses when `--models` is not given, relative to the working directory.
+pub const DEFAULT_DIR: &str = "models";
 /// File holding a kind's current version.
 pub const LATEST: &str = "LATEST";
 /// Model file name inside a version directory.
@@ -70,7 +76,7 @@ pub struct Metadata {
     pub metrics: serde_json::Value,
 }
 
-fn read_latest(dir: &Path, kind: Kind) -> Result<String, MlError> {
+pub(crate) fn read_latest(dir: &Path, kind: Kind) -> Result<String, MlError> {
     let path = dir.join(kind.as_str()).join(LATEST);
     let text = std::fs::read_to_string(&path).map_err(|e| MlError::Io(path.clone(), e))?;
     let version = text.trim().to_string();
@@ -85,18 +91,21 @@ fn read_latest(dir: &Path, kind: Kind) -> Result<String, MlError> {
 
 fn load_json<M: DeserializeOwned>(path: &Path) -> Result<M, MlError> {
     let text = std::fs::read(path).map_err(|e| MlError::Io(path.to_owned(), e))?;
-    serde_json::from_slice(&text).map_err(|e| MlError::Model(format!("{}: {e}", path.display())))
+    parse_json(&text, &path.display())
 }
 
-/// Loads and validates one kind at a given version: a model that fails either is never
-/// handed to the dataflow.
-fn load_version<M: DeserializeOwned>(
-    dir: &Path,
-    kind: Kind,
+/// Parses JSON read from `origin` (a path, or a name for embedded files).
+pub(crate) fn parse_json<M: DeserializeOwned>(bytes: &[u8], origin: &dyn fmt::Display) -> Result<M, MlError> {
+    serde_json::from_slice(bytes).map_err(|e| MlError::Model(format!("{origin}: {e}")))
+}
+
+/// Validates a parsed model and names its version: a model that fails validation is
+/// never handed to the dataflow.
+pub(crate) fn versioned<M>(
+    model: M,
     version: &str,
     validate: fn(&M) -> Result<(), MlError>,
 ) -> Result<Arc<Versioned<M>>, MlError> {
-    let model: M = load_json(&dir.join(kind.as_str()).join(version).join(MODEL_FILE))?;
     validate(&model)?;
     Ok(Arc::new(Versioned {
         version: version.to_string(),
@@ -104,11 +113,22 @@ fn load_version<M: DeserializeOwned>(
     }))
 }
 
-fn load_forecast(dir: &Path, version: &str) -> Result<Arc<Versioned<ForecastModel>>, MlError> {
+/// Loads and validates one kind at a given version.
+fn load_version<M: DeserializeOwned>(
+    dir: &Path,
+    kind: Kind,
+    version: &str,
+    validate: fn(&M) -> Result<(), MlError>,
+) -> Result<Arc<Versioned<M>>, MlError> {
+    let model: M = load_json(&dir.join(kind.as_str()).join(version).join(MODEL_FILE))?;
+    versioned(model, version, validate)
+}
+
+pub(crate) fn load_forecast(dir: &Path, version: &str) -> Result<Arc<Versioned<ForecastModel>>, MlError> {
     load_version(dir, Kind::Forecast, version, ForecastModel::validate)
 }
 
-fn load_anomaly(dir: &Path, version: &str) -> Result<Arc<Versioned<AnomalyModel>>, MlError> {
+pub(crate) fn load_anomaly(dir: &Path, version: &str) -> Result<Arc<Versioned<AnomalyModel>>, MlError> {
     load_version(dir, Kind::Anomaly, version, AnomalyModel::validate)
 }
 
@@ -117,6 +137,39 @@ pub fn load_latest(dir: &Path) -> Result<Models, MlError> {
     let forecast = load_forecast(dir, &read_latest(dir, Kind::Forecast)?)?;
     let anomaly = load_anomaly(dir, &read_latest(dir, Kind::Anomaly)?)?;
     Ok(Models { forecast, anomaly })
+}
+
+/// Where a run's models came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A registry directory, which hot reload can watch.
+    Registry(PathBuf),
+    /// Built into the binary: nothing to watch.
+    Embedded,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Registry(dir) => write!(f, "registry {}", dir.display()),
+            Origin::Embedded => f.write_str("built into the binary"),
+        }
+    }
+}
+
+/// The models a run starts with: from `explicit` (`--models DIR`, which must exist), else
+/// from `default_dir` when it is a directory, else the embedded ones.
+///
+/// A default directory that exists but fails to load is an error, not a reason to fall
+/// back: a broken registry in the working directory is most likely the one meant.
+pub fn load_for_run(explicit: Option<&Path>, default_dir: &Path) -> Result<(Models, Origin), MlError> {
+    let dir = match explicit {
+        Some(dir) if !dir.is_dir() => return Err(MlError::NoRegistry(dir.to_owned())),
+        Some(dir) => dir,
+        None if default_dir.is_dir() => default_dir,
+        None => return Ok((super::embedded::load()?, Origin::Embedded)),
+    };
+    Ok((load_latest(dir)?, Origin::Registry(dir.to_owned())))
 }
 
 /// Reads a version's metadata.
@@ -177,73 +230,4 @@ fn pretty<T: Serialize>(value: &T) -> Result<Vec<u8>, MlError> {
     let mut out = serde_json::to_vec_pretty(value).map_err(|e| MlError::Model(e.to_string()))?;
     out.push(b'\n');
     Ok(out)
-}
-
-/// Watches a registry directory and reloads a kind when its LATEST changes.
-///
-/// Each dataflow worker owns one and calls [`Watcher::poll`] from its operator; the check
-/// is two small file reads at most every `interval`, so no thread or lock is needed.
-#[derive(Debug)]
-pub struct Watcher {
-    dir: PathBuf,
-    interval: Duration,
-    next_check: Instant,
-    /// A version that failed to load, so it is reported once rather than every poll.
-    rejected: Option<String>,
-}
-
-impl Watcher {
-    /// Watches `dir`, checking at most every `interval`.
-    pub fn new(dir: PathBuf, interval: Duration) -> Watcher {
-        Watcher {
-            dir,
-            interval,
-            next_check: Instant::now() + interval,
-            rejected: None,
-        }
-    }
-
-    /// Returns new models when a LATEST changed and the new version loads; otherwise
-    /// `None`, also before the interval has passed.
-    pub fn poll(&mut self, current: &Models) -> Option<Models> {
-        let now = Instant::now();
-        if now < self.next_check {
-            return None;
-        }
-        self.next_check = now + self.interval;
-        let forecast = read_latest(&self.dir, Kind::Forecast).ok()?;
-        let anomaly = read_latest(&self.dir, Kind::Anomaly).ok()?;
-        if forecast == current.forecast.version && anomaly == current.anomaly.version {
-            return None;
-        }
-        let key = format!("{forecast}/{anomaly}");
-        if self.rejected.as_deref() == Some(key.as_str()) {
-            return None;
-        }
-        let loaded = (|| -> Result<Models, MlError> {
-            Ok(Models {
-                forecast: if forecast == current.forecast.version {
-                    current.forecast.clone()
-                } else {
-                    load_forecast(&self.dir, &forecast)?
-                },
-                anomaly: if anomaly == current.anomaly.version {
-                    current.anomaly.clone()
-                } else {
-                    load_anomaly(&self.dir, &anomaly)?
-                },
-            })
-        })();
-        match loaded {
-            Ok(models) => {
-                self.rejected = None;
-                Some(models)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, forecast = %forecast, anomaly = %anomaly, "new model rejected; keeping the running one");
-                self.rejected = Some(key);
-                None
-            }
-        }
-    }
 }

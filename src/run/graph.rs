@@ -15,13 +15,12 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::core::Filter;
 use timely::dataflow::{ProbeHandle, StreamVec};
 
-use crate::config::MlConfig;
 use crate::dataflow::predict::Locations;
 use crate::delivery::KafkaOutput;
 use crate::kafka::KafkaSettings;
 use crate::kafka::watch::BrokerHealth;
 use crate::metrics::Metrics;
-use crate::ml::registry::Watcher;
+use crate::ml::reload::Subscriber;
 use crate::ml::station::Models;
 use crate::schema::Reading;
 use crate::serving::store::Store;
@@ -73,7 +72,9 @@ pub(super) struct GraphParts {
     pub store: Option<Arc<Store>>,
     /// In a cluster the store rows go to worker 0, whose process serves the API.
     pub routed: bool,
-    pub models: Option<(Models, MlConfig)>,
+    pub models: Option<Models>,
+    /// The process's model reload, when hot reload is on.
+    pub reload: Option<Subscriber>,
     pub locations: Locations,
     pub lateness_ms: u64,
     pub max_ahead_ms: u64,
@@ -168,15 +169,14 @@ fn wire(
             .probe_with(durable)
             .probe_with(probe);
     }
-    let Some((models, ml)) = &parts.models else {
+    let Some(models) = &parts.models else {
         windows.probe_with(probe);
         return;
     };
-    let watcher = ml.poll.map(|every| Watcher::new(ml.models.clone(), every));
     let predictions = crate::dataflow::predict::predictions(
         windows,
         models.clone(),
-        watcher,
+        parts.reload.clone(),
         parts.metrics.clone(),
         parts.locations.clone(),
     );

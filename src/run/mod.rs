@@ -32,7 +32,8 @@ use crate::kafka::KafkaSetupError;
 use crate::kafka::watch::{BrokerHealth, BrokerWatch, OutputStall};
 use crate::metrics::Metrics;
 use crate::ml::MlError;
-use crate::ml::registry::load_latest;
+use crate::ml::registry::{DEFAULT_DIR, Origin, load_for_run};
+use crate::ml::reload::{Loader, Reloader};
 use crate::schema::format_rfc3339;
 use crate::serving::api::ApiError;
 use crate::sinks::file::{JsonlWriter, SinkError};
@@ -64,6 +65,9 @@ pub enum RunError {
     /// The models could not be loaded.
     #[error("cannot load models (train with `weatherflow train`, or run with --no-ml)")]
     Models(#[from] MlError),
+    /// The model reload thread could not be started.
+    #[error("cannot start the model reload thread")]
+    ReloadThread(#[source] std::io::Error),
     /// Records were still unacknowledged when the run had to end. Nothing is lost: their
     /// input offsets were not committed, so the next run sends them again.
     #[error(
@@ -87,9 +91,10 @@ impl RunError {
     pub fn retry(&self) -> Retry {
         match self {
             RunError::Aborted(fatal) => fatal.retry(),
-            RunError::Kafka(KafkaSetupError::Request { .. }) | RunError::Unflushed(_) | RunError::Timely(_) => {
-                Retry::Restart
-            }
+            RunError::Kafka(KafkaSetupError::Request { .. })
+            | RunError::Unflushed(_)
+            | RunError::Timely(_)
+            | RunError::ReloadThread(_) => Retry::Restart,
             RunError::Input(_)
             | RunError::Output(_)
             | RunError::Kafka(_)
@@ -161,6 +166,41 @@ fn resolve_input(
     })
 }
 
+/// Logs where the models came from and, when they came from a registry and reload is
+/// on, starts the process's reload thread.
+fn start_reload(
+    models: &crate::ml::station::Models,
+    origin: &Origin,
+    poll: Option<Duration>,
+) -> Result<Option<Reloader>, RunError> {
+    let (forecast, anomaly) = (&models.forecast.version, &models.anomaly.version);
+    match origin {
+        Origin::Embedded => {
+            tracing::info!(
+                %forecast,
+                %anomaly,
+                "models: embedded {forecast}/{anomaly} (no {DEFAULT_DIR}/ directory here; give --models DIR for a registry)"
+            );
+            if poll.is_some() {
+                tracing::info!(
+                    "model hot reload off: the models are built into the binary, there is no registry to watch"
+                );
+            }
+            Ok(None)
+        }
+        Origin::Registry(dir) => {
+            tracing::info!(%forecast, %anomaly, registry = %dir.display(), "models: {forecast}/{anomaly} from {origin}");
+            match poll {
+                Some(every) => Loader::new(dir.clone(), models.clone())
+                    .spawn(every)
+                    .map(Some)
+                    .map_err(RunError::ReloadThread),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
 /// Runs the job until its input ends or `stop` is set.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     let started = Instant::now();
@@ -191,19 +231,14 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         .transpose()?
         .map(Arc::new);
     // Loaded once here so a missing or broken registry fails the run before it starts;
-    // each worker then shares these and watches the registry on its own.
-    let models = match &config.ml {
+    // each worker then shares these, and one thread per process watches the registry.
+    let (models, reloader) = match &config.ml {
         Some(ml) => {
-            let models = load_latest(&ml.models)?;
-            tracing::info!(
-                forecast = %models.forecast.version,
-                anomaly = %models.anomaly.version,
-                registry = %ml.models.display(),
-                "models loaded"
-            );
-            Some((models, ml.clone()))
+            let (models, origin) = load_for_run(ml.models.as_deref(), std::path::Path::new(DEFAULT_DIR))?;
+            let reloader = start_reload(&models, &origin, ml.poll)?;
+            (Some(models), reloader)
         }
-        None => None,
+        None => (None, None),
     };
     let locations: crate::dataflow::predict::Locations = Arc::new(
         config
@@ -233,6 +268,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         store,
         routed: config.cluster.addresses.len() > 1,
         models,
+        // Each worker clones this; the reload thread itself stays here for the whole run.
+        reload: reloader.as_ref().map(Reloader::subscribe),
         locations,
         lateness_ms: config.lateness_ms,
         max_ahead_ms: config.max_ahead_ms,

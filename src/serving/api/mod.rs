@@ -53,7 +53,7 @@ pub enum ApiError {
         source: std::io::Error,
     },
     /// The runtime or its thread could not be created.
-    #[error("cannot start the API thread: {0}")]
+    #[error("cannot start the API thread")]
     Thread(#[source] std::io::Error),
 }
 
