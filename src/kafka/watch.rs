@@ -125,9 +125,9 @@ impl BrokerWatch {
 impl Drop for BrokerWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Not joined: a probe may be waiting up to PROBE_TIMEOUT on a broker that does not
+        // answer, and a stopping run must not wait for it. The thread ends after that probe.
+        drop(self.thread.take());
     }
 }
 

@@ -115,6 +115,9 @@ fn drain(worker: &mut timely::worker::Worker, output: &KafkaOutput, brokers: Opt
     while output.in_flight() > 0 && Instant::now() < deadline && reachable() {
         worker.step_or_park(Some(Duration::from_millis(10)));
     }
+    if !reachable() {
+        return;
+    }
     // A few more rounds let the sinks release their capabilities and the progress
     // protocol carry the durable frontier to every worker.
     let settle = Instant::now() + Duration::from_millis(200);

@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod broker;
 mod cluster;
+mod collision;
 mod common;
 mod deploy;
 mod fuzz;

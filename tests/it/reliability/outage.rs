@@ -287,3 +287,126 @@ fn reliability_broker_restart_loses_only_what_the_broker_lost() {
     report.emit();
     check.assert_clean("after a broker restart");
 }
+
+/// `text` without ANSI colour sequences (the log colours field names).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An SGR sequence: ESC '[' parameters 'm'.
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `worker_step_age_ms` of every progress line in `log` after byte `from`.
+fn step_ages(log: &str, from: usize) -> Vec<u64> {
+    plain(log.get(from..).unwrap_or_default())
+        .lines()
+        .filter(|l| l.contains("progress"))
+        .filter_map(|l| l.split("worker_step_age_ms=").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
+fn reliability_broker_paused_workers_keep_stepping_and_ctrl_c_is_prompt() {
+    // The short, CI version of scenario 3, aimed at the worker threads: with the broker
+    // paused, no worker may block inside an operator (every progress line shows each
+    // worker stepping within the last second), Ctrl-C must end the run within about a
+    // second although nothing can be acknowledged, and a restart after the outage must
+    // lose nothing.
+    if crate::broker::brokers().is_none() {
+        return;
+    }
+    let dir = super::workdir();
+    let broker = PrivateBroker::up(dir.path());
+    let golden = Golden::generate(dir.path(), 20, "2h", &[]);
+    let settings = crate::broker::fresh_topics(&broker.address, "stepping", 4);
+    let mut report = Report::new("3c. broker paused: workers keep stepping, Ctrl-C honoured");
+    let (fed, _) = producer(dir.path(), &settings, &golden.raw, 0).wait(DEADLINE);
+    assert!(fed, "input produced");
+    let port = free_port();
+    let api = format!("127.0.0.1:{port}");
+    let args = [
+        "-w",
+        "2",
+        "--api",
+        &api,
+        "--idle-timeout",
+        "8s",
+        "--progress-interval",
+        "250ms",
+        "--max-ahead",
+        "20m",
+    ];
+    let run = pipeline(dir.path(), "run", &settings, "stepping", &args);
+    let mut features = Reader::new(&broker.address, &settings.topics.features);
+    let progress = Progress::default();
+    let total = golden.windows.len();
+    ready_becomes(port, 200, DEADLINE);
+    await_windows(&mut features, &progress, total / 10, "output before the pause");
+
+    let pid = broker.pid();
+    signal(pid, "-STOP");
+    let from = run.log_text().len();
+    ready_becomes(port, 503, Duration::from_secs(20));
+    // Some seconds of outage, observed through the pipeline's own progress lines.
+    let observe = Instant::now();
+    while observe.elapsed() < Duration::from_secs(3) {
+        assert_eq!(http::get(port, "/ready").status, 503, "/ready during the outage");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let ages = step_ages(&run.log_text(), from);
+    assert!(
+        ages.len() >= 8,
+        "progress lines keep coming during the outage: {ages:?}"
+    );
+    let worst = ages.iter().copied().max().unwrap_or(u64::MAX);
+    assert!(
+        worst < 1_000,
+        "a worker stopped stepping during the outage: ages {ages:?}"
+    );
+
+    let log_path = run.log.clone();
+    signal(run.id(), "-INT");
+    let (_, took) = run.wait(Duration::from_secs(30));
+    let log = std::fs::read_to_string(&log_path).expect("pipeline log");
+    assert!(
+        took < Duration::from_millis(1_500),
+        "Ctrl-C during an outage took {took:?}; log tail:\n{}",
+        super::tail(&log, 20)
+    );
+
+    signal(pid, "-CONT");
+    let again = pipeline(dir.path(), "again", &settings, "stepping", &["-w", "2"]);
+    await_windows(&mut features, &progress, total, "every window after the restart");
+    stop_all(vec![again]);
+    features.read_to_end();
+    let check = Check::of(&features.messages, &golden.windows);
+    report.runs = 2;
+    report.faults = 1;
+    report.records_in = golden.lines;
+    report
+        .extra
+        .insert("ctrl_c_exit_ms".into(), (took.as_millis() as u64).into());
+    report.extra.insert("max_worker_step_age_ms".into(), worst.into());
+    report
+        .extra
+        .insert("progress_lines_in_outage".into(), ages.len().into());
+    report = report.with(&check);
+    report.emit();
+    check.assert_clean("Ctrl-C during a broker pause, then restart");
+}
