@@ -58,6 +58,15 @@ pub fn long() -> bool {
     std::env::var("WEATHERFLOW_RELIABILITY").is_ok_and(|v| v == "long")
 }
 
+/// The scale of a scenario written as one body with two tests: the short one runs in CI,
+/// the long one is `#[ignore]`d and run by `scripts/reliability.sh`. (Scenarios whose long
+/// size is cheap enough pick theirs with [`long`] inside one test instead.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    Short,
+    Long,
+}
+
 /// A small deterministic generator for fault moments; the seed is printed with the report.
 pub struct Dice(u64);
 
