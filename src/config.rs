@@ -328,6 +328,11 @@ pub struct RunArgs {
     /// Kafka source: least time between two offset commits.
     #[arg(long, env = "WEATHERFLOW_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub commit_interval: Duration,
+    /// Kafka output: how long records may stay unacknowledged while the brokers answer
+    /// before the producer counts as stuck (a broker lost its log) and is recreated, its
+    /// unacknowledged records sent again. Checked every --progress-interval.
+    #[arg(long, env = "WEATHERFLOW_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
     /// Kafka source: read each partition up to where it ended when the run started, close
     /// every window and exit, like a file replay (backfills, benchmarks).
     #[arg(long, env = "WEATHERFLOW_STOP_AT_END", conflicts_with = "from_latest")]
@@ -414,6 +419,9 @@ pub struct Config {
     pub output: Option<PathBuf>,
     /// Progress log interval.
     pub progress_interval: Duration,
+    /// Unacknowledged output for this long, with the brokers answering, recreates the
+    /// producer (`--stall-timeout`).
+    pub stall_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Kafka connection; when present, features also go to Kafka.
@@ -580,6 +588,7 @@ impl RunArgs {
             max_future_ms: (!self.max_future.is_zero()).then_some(self.max_future.as_millis() as u64),
             output,
             progress_interval: self.progress_interval.max(Duration::from_millis(100)),
+            stall_timeout: self.stall_timeout.max(Duration::from_secs(1)),
             log_format: self.log_format,
             kafka,
             predictions,

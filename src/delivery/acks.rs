@@ -113,6 +113,12 @@ impl WindowAcks {
         }
     }
 
+    /// Forgets every count: the producer was recreated, and the sender counts again what
+    /// it sends again.
+    pub fn reset(&self) {
+        lock(&self.outstanding).clear();
+    }
+
     /// Whether every record counted at `time` has been acknowledged.
     pub fn is_settled(&self, time: u64) -> bool {
         !lock(&self.outstanding).contains_key(&time)
@@ -136,6 +142,13 @@ impl DeadLetters {
         if let Some(set) = lock(&self.outstanding).get_mut(&partition) {
             set.remove(&offset);
         }
+    }
+
+    /// Whether the letter at `partition`/`offset` is still unacknowledged.
+    pub fn is_outstanding(&self, partition: i32, offset: i64) -> bool {
+        lock(&self.outstanding)
+            .get(&partition)
+            .is_some_and(|s| s.contains(&offset))
     }
 
     /// The oldest unacknowledged dead letter of `partition`.

@@ -4,7 +4,9 @@
 //! the source's message buffer is gone by the next poll, and the producer's queue may be
 //! full (a broker outage). Letters wait in an [`Outbox`] that the source drains on every
 //! activation; while it is over [`OUTBOX_MAX_BYTES`] the source reads no more, so an
-//! outage slows reading instead of growing memory.
+//! outage slows reading instead of growing memory. Letters handed to the producer stay
+//! in the outbox until the broker acknowledges them, so that a recreated producer
+//! ([`KafkaOutput::recreate`]) can send them again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -103,12 +105,15 @@ impl DeadLetter {
     }
 }
 
-/// Dead letters of one source waiting for the producer, oldest first.
+/// Dead letters of one source waiting for the producer, oldest first, and those sent but
+/// not yet acknowledged.
 #[derive(Default)]
 pub struct Outbox {
     waiting: VecDeque<DeadLetter>,
+    sent: Vec<DeadLetter>,
     bytes: usize,
     tracker: Arc<DeadLetters>,
+    generation: u64,
 }
 
 impl Outbox {
@@ -125,12 +130,25 @@ impl Outbox {
         self.waiting.push_back(letter);
     }
 
-    /// Hands waiting letters to the producer until its queue is full. Never blocks.
+    /// Hands waiting letters to the producer until its queue is full. Never blocks. After
+    /// the producer was recreated, the letters it had not acknowledged go first.
     pub fn flush(&mut self, output: &KafkaOutput) -> Result<(), Fatal> {
+        let tracker = &self.tracker;
+        self.sent.retain(|l| tracker.is_outstanding(l.partition, l.offset));
+        if output.generation() != self.generation {
+            self.generation = output.generation();
+            for letter in self.sent.drain(..).rev() {
+                self.bytes += letter.payload.len();
+                self.waiting.push_front(letter);
+            }
+        }
         while let Some(letter) = self.waiting.pop_front() {
             let size = letter.payload.len();
-            match output.send_dead_letter(letter, &self.tracker)? {
-                Sent::Queued => self.bytes -= size,
+            match output.send_dead_letter(letter.clone(), &self.tracker)? {
+                Sent::Queued => {
+                    self.bytes -= size;
+                    self.sent.push(letter);
+                }
                 Sent::Full(letter) => {
                     self.waiting.push_front(letter);
                     break;

@@ -132,21 +132,34 @@ impl Drop for BrokerWatch {
 }
 
 /// How long output may stay unacknowledged, with the brokers answering all along,
-/// before the producer counts as stuck.
+/// before the producer counts as stuck, unless `--stall-timeout` says otherwise.
 pub const STALL_AFTER: Duration = Duration::from_secs(60);
 
 /// Notices a producer that the brokers no longer acknowledge although they answer: what
 /// an idempotent producer does after a broker lost its log (its producer id and sequence
 /// numbers are unknown there, and librdkafka retries forever). Retrying on would hang the
-/// run silently with the durable frontier frozen; stopping lets a restart resume from the
-/// last checkpoint with a fresh producer.
-#[derive(Debug, Default)]
+/// run silently with the durable frontier frozen; the run recreates the producer instead
+/// ([`crate::delivery::KafkaOutput::recreate`]).
+#[derive(Debug)]
 pub struct OutputStall {
     /// The acknowledgement count last seen, and since when it has not moved.
     last: Option<(u64, Instant)>,
+    /// How long is a stall (`--stall-timeout`).
+    after: Duration,
+}
+
+impl Default for OutputStall {
+    fn default() -> Self {
+        OutputStall::new(STALL_AFTER)
+    }
 }
 
 impl OutputStall {
+    /// A detector that calls `after` without acknowledgements a stall.
+    pub fn new(after: Duration) -> Self {
+        OutputStall { last: None, after }
+    }
+
     /// Feeds one observation: records in flight, acknowledgements so far, and how long
     /// the brokers have answered without a break. Returns the reason to stop, if stuck.
     pub fn check(
@@ -164,8 +177,8 @@ impl OutputStall {
             }
         };
         let waited = now.duration_since(since);
-        let answering = stable_for.is_some_and(|d| d >= STALL_AFTER);
-        (waited >= STALL_AFTER && answering).then_some(waited)
+        let answering = stable_for.is_some_and(|d| d >= self.after);
+        (waited >= self.after && answering).then_some(waited)
     }
 }
 

@@ -291,7 +291,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         let _ = done_tx.send(results);
     });
     let mut previous = metrics.snapshot();
-    let mut stall = OutputStall::default();
+    let mut stall = OutputStall::new(config.stall_timeout);
     let results = loop {
         match done_rx.recv_timeout(config.progress_interval) {
             Ok(results) => break results,
@@ -302,10 +302,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
                     let in_flight = output.in_flight();
                     if let Some(waited) = stall.check(in_flight, now.windows_acked, health.stable_for(), Instant::now())
                     {
-                        failure.set(Fatal::ProducerStuck {
-                            in_flight,
-                            secs: waited.as_secs(),
-                        });
+                        recreate(output, in_flight, waited, &failure);
+                        stall = OutputStall::new(config.stall_timeout);
                     }
                 }
                 previous = now;
@@ -358,6 +356,26 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         interrupted: stop.load(Ordering::Relaxed),
         output: writer.map(|w| w.path().to_owned()),
     })
+}
+
+/// Replaces a producer the brokers stopped acknowledging although they answer (a broker
+/// lost its log): the senders send their unacknowledged records again through the new one.
+/// Only if no producer can be created does the run stop.
+fn recreate(output: &KafkaOutput, in_flight: i32, waited: Duration, failure: &FailureSlot) {
+    tracing::warn!(
+        in_flight,
+        unacknowledged_for_s = waited.as_secs(),
+        "kafka: output unacknowledged although the brokers answer (did a broker lose its log?); \
+         recreating the producer and sending the unacknowledged records again"
+    );
+    match output.recreate() {
+        Ok(()) => tracing::info!(generation = output.generation(), "kafka: producer recreated"),
+        Err(e) => failure.set(Fatal::ProducerStuck {
+            in_flight,
+            secs: waited.as_secs(),
+            source: Arc::new(e),
+        }),
+    }
 }
 
 /// One worker's life: build the graph, step until the input ends, a stop is asked or an

@@ -200,7 +200,11 @@ fn fast(bytes: &[u8]) -> Option<RawReading<'_>> {
                 c.string()?;
             }
             (6, b'-' | b'0'..=b'9') => {
-                if !json_number(c.number()) {
+                // An unknown field's number still has to be one serde can read: a literal
+                // too large for a double (`1e999`) makes the whole message `non_finite` on
+                // the reference path, so the fast path leaves it to that path.
+                let tok = c.number();
+                if !json_number(tok) || !std::str::from_utf8(tok).ok()?.parse::<f64>().ok()?.is_finite() {
                     return None;
                 }
             }

@@ -75,18 +75,20 @@ pub enum Fatal {
         #[source]
         source: KafkaError,
     },
-    /// Output stayed unacknowledged while the brokers answered: what an idempotent
-    /// producer does after a broker lost its log. Retrying on would hang the run with the
-    /// durable frontier frozen; a restart resumes from the last checkpoint.
+    /// Output stayed unacknowledged while the brokers answered (a broker lost its log),
+    /// and no new producer could be created to send it again.
     #[error(
-        "kafka: {in_flight} records unacknowledged for {secs}s although the brokers answer; the producer \
-         is stuck (did a broker lose its log?). Stopping, so that a restart resumes from the last checkpoint"
+        "kafka: {in_flight} records unacknowledged for {secs}s although the brokers answer, and the \
+         producer cannot be recreated. Stopping, so that a restart resumes from the last checkpoint"
     )]
     ProducerStuck {
         /// Records in flight.
         in_flight: i32,
         /// How long nothing was acknowledged, s.
         secs: u64,
+        /// Why the producer could not be recreated.
+        #[source]
+        source: Arc<KafkaSetupError>,
     },
 }
 

@@ -13,6 +13,12 @@
 //! When the producer's queue is full the sink keeps the rest of its batch, holds its
 //! capabilities and tries again shortly: the durable frontier stops, the sources' pacing
 //! (`--max-ahead`) stops reading, and memory stays bounded.
+//!
+//! # A recreated producer
+//! The sink keeps every record it sent until its time is acknowledged. When the producer
+//! is recreated ([`KafkaOutput::recreate`], after a broker lost its log) the sink is woken,
+//! forgets its counts and sends those records again through the new producer. What it
+//! keeps is bounded by what the producer may hold unacknowledged (its queue bound).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -111,11 +117,28 @@ pub(crate) fn kafka_sink<'s, T: Clone + 'static>(
             scope.worker().sync_activator_for(info.address.to_vec()),
             ctx.metrics.clone(),
         ));
-        let activator = scope.activator_for(info.address);
+        let activator = scope.activator_for(info.address.clone());
+        output.on_recreate(scope.worker().sync_activator_for(info.address.to_vec()));
+        let mut generation = output.generation();
         let mut held: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         let mut backlog: Vec<Outgoing> = Vec::new();
+        // Sent and not yet acknowledged, by time: what a recreated producer sends again.
+        let mut sent: BTreeMap<u64, Vec<Outgoing>> = BTreeMap::new();
         let mut buffer = Vec::new();
         move |(input, frontier), _out| {
+            if output.generation() != generation {
+                generation = output.generation();
+                acks.reset();
+                let again: Vec<Outgoing> = std::mem::take(&mut sent).into_values().flatten().collect();
+                tracing::info!(
+                    records = again.len(),
+                    "producer recreated; sending unacknowledged records again"
+                );
+                for record in &again {
+                    acks.add(record.time, 1);
+                }
+                backlog.splice(0..0, again);
+            }
             input.for_each(|cap, data| {
                 for record in data.drain(..) {
                     let time = *cap.time();
@@ -152,7 +175,7 @@ pub(crate) fn kafka_sink<'s, T: Clone + 'static>(
                     record.headers.clone(),
                     ack,
                 ) {
-                    Ok(Sent::Queued) => {}
+                    Ok(Sent::Queued) => sent.entry(record.time).or_default().push(record),
                     Ok(Sent::Full(())) => {
                         full = true;
                         unsent.push(record);
@@ -172,6 +195,7 @@ pub(crate) fn kafka_sink<'s, T: Clone + 'static>(
             // A time is durable once no more input can arrive for it and every record
             // of it is acknowledged (records in the backlog count as unacknowledged).
             held.retain(|time, _| frontier.less_equal(time) || !acks.is_settled(*time));
+            sent.retain(|time, _| !acks.is_settled(*time));
         }
     })
 }

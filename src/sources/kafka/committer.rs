@@ -25,6 +25,8 @@ pub struct Committer {
     pub(super) durable: ProbeHandle<u64>,
     pub(super) last_commit: Instant,
     pub(super) warned: Option<Instant>,
+    /// The producer generation the `committed` marks were sent with.
+    pub(super) generation: u64,
 }
 
 impl Committer {
@@ -39,6 +41,14 @@ impl Committer {
     /// Never blocks on a full producer queue: that partition's checkpoint waits for the
     /// next commit, which writes a newer one anyway.
     pub fn commit(&mut self, mode: CommitMode) {
+        if self.output.generation() != self.generation {
+            // The producer was recreated: checkpoints it had not acknowledged are gone, so
+            // every partition writes its checkpoint again.
+            self.generation = self.output.generation();
+            for p in &mut self.parts {
+                p.committed = None;
+            }
+        }
         let durable = self.durable_ms();
         for p in &mut self.parts {
             let Some((offset, resume)) = p.committable(durable, self.dead.oldest(p.id)) else {

@@ -21,7 +21,7 @@ use timely::scheduling::SyncActivator;
 use super::client::SourceClient;
 
 /// How long one request may wait for the broker.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The answer about one partition.
 #[derive(Debug)]
@@ -52,6 +52,18 @@ pub enum Verdict {
         /// librdkafka's error.
         error: KafkaError,
     },
+}
+
+impl Verdict {
+    /// The partition the answer is about.
+    pub fn partition(&self) -> i32 {
+        match self {
+            Verdict::Intact { partition, .. }
+            | Verdict::Unanswered { partition }
+            | Verdict::Rewound { partition, .. }
+            | Verdict::RewindFailed { partition, .. } => *partition,
+        }
+    }
 }
 
 /// A worker's handle on its checker thread.
@@ -115,13 +127,7 @@ impl LogChecks {
         loop {
             match self.answers.try_recv() {
                 Ok(verdict) => {
-                    let partition = match &verdict {
-                        Verdict::Intact { partition, .. }
-                        | Verdict::Unanswered { partition }
-                        | Verdict::Rewound { partition, .. }
-                        | Verdict::RewindFailed { partition, .. } => *partition,
-                    };
-                    self.pending.remove(&partition);
+                    self.pending.remove(&verdict.partition());
                     out.push(verdict);
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return out,

@@ -130,14 +130,8 @@ pub fn kafka_source<'s>(
         let mut reader = None;
         if !owned.is_empty() {
             let wake = || worker.sync_activator_for(info.address.to_vec());
-            match start(
-                parts,
-                &owned,
-                ctx.clone(),
-                wake(),
-                wake(),
-                scope.activator_for(info.address),
-            ) {
+            let activator = scope.activator_for(info.address.clone());
+            match start(parts, &owned, ctx.clone(), [wake(), wake(), wake()], activator) {
                 Ok((r, committer)) => {
                     *shared.borrow_mut() = Some(committer);
                     reader = Some(r);
@@ -170,8 +164,7 @@ fn start(
     parts: KafkaSourceParts,
     owned: &[i32],
     ctx: WorkerContext,
-    wake: timely::scheduling::SyncActivator,
-    wake_checks: timely::scheduling::SyncActivator,
+    [wake, wake_checks, wake_recreated]: [timely::scheduling::SyncActivator; 3],
     activator: timely::scheduling::Activator,
 ) -> Result<(Reader, Committer), Fatal> {
     let KafkaSourceParts {
@@ -184,6 +177,9 @@ fn start(
     } = parts;
     let connected =
         client::connect(&settings, &config, &plan, owned, wake).map_err(|e| Fatal::KafkaSetup(Arc::new(e)))?;
+    // A recreated producer wakes the source, so its outbox sends unacknowledged dead
+    // letters again and its committer writes checkpoints again.
+    output.on_recreate(wake_recreated);
     let topic = settings.topics.raw.clone();
     let checks = log_check::LogChecks::start(connected.consumer.clone(), topic.clone(), wake_checks).map_err(|e| {
         Fatal::KafkaSetup(Arc::new(crate::kafka::KafkaSetupError::Thread {
@@ -214,6 +210,7 @@ fn start(
         durable,
         last_commit: now,
         warned: None,
+        generation: output.generation(),
     };
     let reader = Reader {
         resume_skip: plan.resume_ms.saturating_sub(RETAIN_MS),
@@ -232,6 +229,8 @@ fn start(
         batch: Vec::new(),
         queue_warned: None,
         starts: Vec::new(),
+        outages_seen: 0,
+        recheck: Default::default(),
     };
     Ok((reader, committer))
 }

@@ -70,6 +70,10 @@ pub struct Reader {
     pub(super) queue_warned: Option<Instant>,
     /// Each owned partition's first event time, for pacing before the frontier exists.
     pub(super) starts: Vec<Option<u64>>,
+    /// Broker outages seen so far ([`BrokerHealth::outages`]).
+    pub(super) outages_seen: u64,
+    /// Partitions whose log must be confirmed with the broker after an outage.
+    pub(super) recheck: rustc_hash::FxHashSet<i32>,
 }
 
 impl Reader {
@@ -143,7 +147,21 @@ impl Reader {
     /// Takes the statistics' view of each partition and the log checker's answers, and
     /// asks the checker about partitions whose log looks replaced.
     fn update_partitions(&mut self, committer: &mut Committer, now: Instant) {
+        // After an outage the broker may have come back without its log (a restart of a
+        // broker without storage). Statistics only show that while the new log is still
+        // shorter than what was read, so every partition is confirmed once with a fresh
+        // answer as soon as the brokers are back, before the new log can grow past it.
+        if let Some(health) = &self.brokers
+            && health.check().is_ok()
+            && health.outages() != self.outages_seen
+        {
+            self.outages_seen = health.outages();
+            self.recheck.extend(committer.parts.iter().map(|p| p.id));
+        }
         for verdict in self.checks.answers() {
+            if !matches!(verdict, Verdict::Unanswered { .. }) {
+                self.recheck.remove(&verdict.partition());
+            }
             match verdict {
                 Verdict::Intact { partition, high } => {
                     if let Some(p) = part(&mut committer.parts, partition) {
@@ -190,7 +208,7 @@ impl Reader {
             // The statistics are up to a second old, so under load they often show a log
             // end below what was consumed since; only a fresh answer from the broker can
             // say the log really was replaced.
-            if p.log_replaced()
+            if (p.log_replaced() || self.recheck.contains(&p.id))
                 && let Some(position) = p.next_offset
             {
                 self.checks.request(p.id, position);

@@ -324,19 +324,37 @@ fn broker_paused(size: Size) {
 }
 
 #[test]
-#[ignore = "long: broker restart; run by scripts/reliability.sh"]
-fn reliability_broker_restart_loses_only_what_the_broker_lost() {
-    // The broker keeps its log in memory, so a restart loses every topic, and with them
-    // the idempotent producer's identity: librdkafka then retries forever, unacknowledged.
-    // What the pipeline must do: notice the outage (503, logged once), rewind its source
-    // to the new logs, and when its output stays unacknowledged for a minute although the
-    // brokers answer, stop with a clear error instead of hanging; a restarted pipeline
-    // (a supervisor's job) then emits every window whose readings all arrived after the
-    // broker's restart, identical to the golden run. Windows whose readings straddle the
-    // restart cannot be right: half of their input is gone with the broker.
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
+fn reliability_broker_restart_is_survived_unaided() {
+    if crate::broker::brokers().is_none() {
+        return;
+    }
+    broker_restart(false);
+}
+
+#[test]
+#[ignore = "long: broker restart with the default 60 s stall timeout; run by scripts/reliability.sh"]
+fn reliability_broker_restart_is_survived_unaided_long() {
+    broker_restart(true);
+}
+
+/// Scenario 3b. The broker keeps its log in memory, so a restart loses every topic, and
+/// with them the idempotent producer's identity: librdkafka then retries forever,
+/// unacknowledged. What the pipeline must do, unaided: notice the outage (503, logged
+/// once), rewind its source to the new logs, notice that its output stays unacknowledged
+/// although the brokers answer, recreate its producer and send the unacknowledged records
+/// again, and go on. Every window whose readings all arrived after the broker's restart
+/// must then come out identical to the golden run, from the same process. Windows whose
+/// readings straddle the restart cannot be right: half of their input is gone with the
+/// broker. The short version (CI) uses a 5 s stall timeout, the long one the default 60 s.
+fn broker_restart(long: bool) {
     let dir = super::workdir();
     let broker = PrivateBroker::up(dir.path());
-    let golden = Golden::generate(dir.path(), 30, "4h", &[]);
+    let (stations, span) = if long { (30, "4h") } else { (20, "3h") };
+    let golden = Golden::generate(dir.path(), stations, span, &[]);
     let text = std::fs::read_to_string(&golden.raw).expect("raw");
     let lines: Vec<&str> = text.lines().collect();
     let half = lines.len() / 2;
@@ -348,15 +366,28 @@ fn reliability_broker_restart_loses_only_what_the_broker_lost() {
         .timestamp_ms;
 
     let settings = crate::broker::fresh_topics(&broker.address, "restart", 4);
-    let mut report = Report::new("3b. broker restart (in-memory log lost)");
+    let mut report = Report::new("3b. broker restart (in-memory log lost), survived unaided");
     let (fed, _) = producer(dir.path(), &settings, &first, 0).wait(DEADLINE);
     assert!(fed, "first half produced");
     let port = free_port();
     let api = format!("127.0.0.1:{port}");
+    let stall = if long { STALL_AFTER } else { Duration::from_secs(5) };
+    let stall_arg = format!("{}s", stall.as_secs());
     // Historical input: partitions idle for longer than the idle timeout would let the
     // watermark follow the wall clock, and the second half would be late by design. 30 s
     // covers the gap between the halves.
-    let args = ["-w", "2", "--api", &api, "--idle-timeout", "30s"];
+    let args = [
+        "-w",
+        "2",
+        "--api",
+        &api,
+        "--idle-timeout",
+        "30s",
+        "--stall-timeout",
+        &stall_arg,
+        "--progress-interval",
+        "1s",
+    ];
     let run = pipeline(dir.path(), "run", &settings, "restart", &args);
     let mut features = Reader::new(&broker.address, &settings.topics.features);
     let progress = Progress::default();
@@ -379,29 +410,12 @@ fn reliability_broker_restart_loses_only_what_the_broker_lost() {
     let ready_again = ready_becomes(port, 200, Duration::from_secs(60));
     // Paced: the source can only tell a replaced log while it is shorter than what it had
     // read (nisshi has no leader epochs to tell it otherwise), and a real outage's new
-    // log grows at the producers' pace.
-    let (fed, _) = producer(dir.path(), &settings, &second, 2_000).wait(DEADLINE);
+    // log grows at the producers' pace. At 1 000 readings/s the new log needs about 10 s
+    // to reach the old position; the source confirms every log within a second or two of
+    // the brokers' return.
+    let (fed, _) = producer(dir.path(), &settings, &second, 1_000).wait(DEADLINE);
     assert!(fed, "second half produced");
 
-    // The stuck producer is noticed and the run stops, non-zero, within bounds.
-    let log_path = run.log.clone();
-    let (ok, _) = run.wait(STALL_AFTER + Duration::from_secs(60));
-    let stopped_after = back.elapsed();
-    let log = std::fs::read_to_string(&log_path).expect("pipeline log");
-    assert!(!ok, "a stuck producer stops the run");
-    assert!(log.contains("the producer is stuck"), "the reason is logged:\n{log}");
-    assert!(
-        log.contains("reading it again from its beginning"),
-        "the source rewound to the new log:\n{log}"
-    );
-    assert_eq!(
-        log.matches("Kafka unreachable").count(),
-        1,
-        "the outage is logged once:\n{log}"
-    );
-
-    let restarted = Instant::now();
-    let run = pipeline(dir.path(), "run-2", &settings, "restart", &args);
     // Windows ending more than 6 minutes after the restart point hold only readings from
     // the second half, and so does the window before them, which their trend compares to.
     let after = boundary + 6 * 60_000;
@@ -412,13 +426,32 @@ fn reliability_broker_restart_loses_only_what_the_broker_lost() {
         .filter(|((_, end), _)| in_second(end))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // The new log holds only what was written after the broker came back.
     let mut features = Reader::new(&broker.address, &settings.topics.features);
-    let progress = Progress::default();
-    await_windows(&mut features, &progress, 1, "a window after the pipeline's restart");
-    report.recover_ms.push(restarted.elapsed().as_millis() as u64);
-    features.until(DEADLINE, "every window after the broker's restart", |m| {
-        m.iter().filter(|m| in_second(&super::window_key(m).1)).count() >= want.len()
-    });
+    features.until(
+        DEADLINE,
+        "every window after the broker's restart, from the same run",
+        |m| m.iter().filter(|m| in_second(&super::window_key(m).1)).count() >= want.len(),
+    );
+    let recovered = back.elapsed();
+    let log = run.log_text();
+    assert!(
+        log.contains("recreating the producer"),
+        "the stuck producer was replaced:\n{}",
+        super::tail(&log, 30)
+    );
+    assert!(
+        log.contains("reading it again from its beginning"),
+        "the source rewound to the new log:\n{}",
+        super::tail(&log, 30)
+    );
+    assert_eq!(
+        log.matches("Kafka unreachable").count(),
+        1,
+        "the outage is logged once:\n{}",
+        super::tail(&log, 30)
+    );
+    // Still the same process, and it stops cleanly.
     stop_all(vec![run]);
     features.read_to_end();
     let kept: Vec<crate::broker::Msg> = features
@@ -428,9 +461,10 @@ fn reliability_broker_restart_loses_only_what_the_broker_lost() {
         .cloned()
         .collect();
     let check = Check::of(&kept, &want);
-    report.runs = 2;
+    report.runs = 1;
     report.faults = 1;
     report.records_in = golden.lines;
+    report.recover_ms.push(recovered.as_millis() as u64);
     report.extra.insert(
         "outage_ms".into(),
         (back.duration_since(went).as_millis() as u64).into(),
@@ -441,17 +475,14 @@ fn reliability_broker_restart_loses_only_what_the_broker_lost() {
     report
         .extra
         .insert("ready_200_after_ms".into(), (ready_again.as_millis() as u64).into());
-    report.extra.insert(
-        "stuck_producer_stop_ms".into(),
-        (stopped_after.as_millis() as u64).into(),
-    );
+    report.extra.insert("stall_timeout_s".into(), stall.as_secs().into());
     report.extra.insert(
         "windows_lost_with_the_broker".into(),
         (golden.windows.len() - want.len()).into(),
     );
     report = report.with(&check);
     report.emit();
-    check.assert_clean("after a broker restart");
+    check.assert_clean("after a broker restart, unaided");
 }
 
 /// `text` without ANSI colour sequences (the log colours field names).
