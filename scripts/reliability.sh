@@ -2,10 +2,10 @@
 # The reliability suite, long versions (issue 8; results in RELIABILITY.md).
 #
 #   scripts/reliability.sh            every scenario at its long size, then the report table
-#   scripts/reliability.sh --short    the CI sizes (what `cargo test` runs), plus the long-only ones
+#   scripts/reliability.sh --short    the CI sizes (what `cargo test` runs), plus the ignored long sizes
 #
 # It starts the test broker when WEATHERFLOW_TEST_BROKERS is unset (scripts/test-broker.sh),
-# runs the `reliability_*` and `fuzz_*` tests of tests/it (the ignored long-only scenarios too:
+# runs the `reliability_*` and `fuzz_*` tests of tests/it (the ignored long sizes too:
 # broker pause, broker restart, slow sink) one at a time, so fault timings are not disturbed by
 # other tests, and collects one JSON report per scenario into
 # benches/results/reliability/<date>/reports.jsonl, printed as a table at the end.
