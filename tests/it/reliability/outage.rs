@@ -351,36 +351,28 @@ fn reliability_broker_restart_is_survived_unaided_long() {
 /// readings straddle the restart cannot be right: half of their input is gone with the
 /// broker. The short version (CI) uses a 5 s stall timeout, the long one the default 60 s.
 fn broker_restart(long: bool) {
-    let dir = super::workdir();
-    let broker = PrivateBroker::up(dir.path());
     let (stations, span) = if long { (30, "4h") } else { (20, "3h") };
-    let golden = Golden::generate(dir.path(), stations, span, &[]);
+    let stage = Stage::new("restart", stations, span);
+    let (dir, broker, golden, settings) = (stage.dir(), &stage.broker, &stage.golden, &stage.settings);
     let text = std::fs::read_to_string(&golden.raw).expect("raw");
     let lines: Vec<&str> = text.lines().collect();
     let half = lines.len() / 2;
-    let (first, second) = (dir.path().join("first.jsonl"), dir.path().join("second.jsonl"));
+    let (first, second) = (dir.join("first.jsonl"), dir.join("second.jsonl"));
     std::fs::write(&first, lines[..half].join("\n") + "\n").expect("first half");
     std::fs::write(&second, lines[half..].join("\n") + "\n").expect("second half");
     let boundary = weatherflow::schema::parse_json(lines[half].as_bytes(), 0)
         .expect("valid")
         .timestamp_ms;
 
-    let settings = crate::broker::fresh_topics(&broker.address, "restart", 4);
     let mut report = Report::new("3b. broker restart (in-memory log lost), survived unaided");
-    let (fed, _) = producer(dir.path(), &settings, &first, 0).wait(DEADLINE);
+    let (fed, _) = producer(dir, settings, &first, 0).wait(DEADLINE);
     assert!(fed, "first half produced");
-    let port = free_port();
-    let api = format!("127.0.0.1:{port}");
     let stall = if long { STALL_AFTER } else { Duration::from_secs(5) };
     let stall_arg = format!("{}s", stall.as_secs());
     // Historical input: partitions idle for longer than the idle timeout would let the
     // watermark follow the wall clock, and the second half would be late by design. 30 s
     // covers the gap between the halves.
     let args = [
-        "-w",
-        "2",
-        "--api",
-        &api,
         "--idle-timeout",
         "30s",
         "--stall-timeout",
@@ -388,10 +380,9 @@ fn broker_restart(long: bool) {
         "--progress-interval",
         "1s",
     ];
-    let run = pipeline(dir.path(), "run", &settings, "restart", &args);
-    let mut features = Reader::new(&broker.address, &settings.topics.features);
+    let (run, port) = stage.ready_pipeline("run", &args);
+    let mut features = stage.features();
     let progress = Progress::default();
-    ready_becomes(port, 200, DEADLINE);
     await_windows(
         &mut features,
         &progress,
@@ -413,7 +404,7 @@ fn broker_restart(long: bool) {
     // log grows at the producers' pace. At 1 000 readings/s the new log needs about 10 s
     // to reach the old position; the source confirms every log within a second or two of
     // the brokers' return.
-    let (fed, _) = producer(dir.path(), &settings, &second, 1_000).wait(DEADLINE);
+    let (fed, _) = producer(dir, settings, &second, 1_000).wait(DEADLINE);
     assert!(fed, "second half produced");
 
     // Windows ending more than 6 minutes after the restart point hold only readings from
@@ -427,7 +418,7 @@ fn broker_restart(long: bool) {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     // The new log holds only what was written after the broker came back.
-    let mut features = Reader::new(&broker.address, &settings.topics.features);
+    let mut features = stage.features();
     features.until(
         DEADLINE,
         "every window after the broker's restart, from the same run",
@@ -465,21 +456,18 @@ fn broker_restart(long: bool) {
     report.faults = 1;
     report.records_in = golden.lines;
     report.recover_ms.push(recovered.as_millis() as u64);
-    report.extra.insert(
-        "outage_ms".into(),
-        (back.duration_since(went).as_millis() as u64).into(),
-    );
-    report
-        .extra
-        .insert("ready_503_after_ms".into(), (detected.as_millis() as u64).into());
-    report
-        .extra
-        .insert("ready_200_after_ms".into(), (ready_again.as_millis() as u64).into());
-    report.extra.insert("stall_timeout_s".into(), stall.as_secs().into());
-    report.extra.insert(
-        "windows_lost_with_the_broker".into(),
-        (golden.windows.len() - want.len()).into(),
-    );
+    for (name, value) in [
+        ("outage_ms", back.duration_since(went).as_millis() as u64),
+        ("ready_503_after_ms", detected.as_millis() as u64),
+        ("ready_200_after_ms", ready_again.as_millis() as u64),
+        ("stall_timeout_s", stall.as_secs()),
+        (
+            "windows_lost_with_the_broker",
+            (golden.windows.len() - want.len()) as u64,
+        ),
+    ] {
+        report.extra.insert(name.into(), value.into());
+    }
     report = report.with(&check);
     report.emit();
     check.assert_clean("after a broker restart, unaided");
