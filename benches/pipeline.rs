@@ -149,7 +149,8 @@ fn outputs(input: Vec<Reading>, models: Models) -> (Vec<WindowFeatures>, Vec<Pre
             let features = windows(handle.to_stream(scope), metrics.clone())
                 .features
                 .inspect(move |x: &WindowFeatures| w.borrow_mut().push(x.clone()));
-            predict::predictions(features, models, None, metrics, Arc::default())
+            predict::predictions(features, models, None, metrics, Arc::default(), None)
+                .predictions
                 .inspect(move |x: &Prediction| p.borrow_mut().push(x.clone()))
                 .probe_with(&probe);
         });

@@ -188,6 +188,10 @@ pub struct KafkaArgs {
         default_value = "weatherflow-checkpoints"
     )]
     pub checkpoint_topic: String,
+    /// Topic of the predictor's station states (compacted), written and restored by
+    /// `run --source kafka` with the ML stage.
+    #[arg(long, env = "WEATHERFLOW_STATE_TOPIC", default_value = "weatherflow-state")]
+    pub state_topic: String,
 }
 
 impl KafkaArgs {
@@ -206,6 +210,7 @@ impl KafkaArgs {
             predictions: self.predictions_topic,
             dlq: self.dlq_topic,
             checkpoints: self.checkpoint_topic,
+            state: self.state_topic,
         };
         for (flag, name) in [
             ("--topic", &topics.raw),
@@ -213,6 +218,7 @@ impl KafkaArgs {
             ("--predictions-topic", &topics.predictions),
             ("--dlq-topic", &topics.dlq),
             ("--checkpoint-topic", &topics.checkpoints),
+            ("--state-topic", &topics.state),
         ] {
             if name.is_empty()
                 || name.len() > 249
@@ -333,6 +339,12 @@ pub struct RunArgs {
     /// unacknowledged records sent again. Checked every --progress-interval.
     #[arg(long, env = "WEATHERFLOW_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
+    /// Kafka source with the ML stage: least wall time between two snapshots of the
+    /// changed stations' ML state to --state-topic. Offsets are committed only up to the
+    /// last acknowledged snapshot, so a longer interval writes less and replays more
+    /// after a crash; `0` snapshots whenever the window frontier moves.
+    #[arg(long, env = "WEATHERFLOW_STATE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub state_interval: Duration,
     /// Kafka source: read each partition up to where it ended when the run started, close
     /// every window and exit, like a file replay (backfills, benchmarks).
     #[arg(long, env = "WEATHERFLOW_STOP_AT_END", conflicts_with = "from_latest")]
@@ -447,6 +459,8 @@ pub struct MlConfig {
     pub models: Option<PathBuf>,
     /// Reload check interval; `None` disables reload.
     pub poll: Option<Duration>,
+    /// Least time between two snapshots of the station states (Kafka source only).
+    pub state_interval: Duration,
 }
 
 impl RunArgs {
@@ -515,6 +529,7 @@ impl RunArgs {
         let ml = (!self.no_ml).then(|| MlConfig {
             models: self.models.clone(),
             poll: (!self.model_poll.is_zero()).then_some(self.model_poll),
+            state_interval: self.state_interval,
         });
         let kafka = self.kafka.into_settings()?;
         let api = self.api.into_config()?;

@@ -21,6 +21,7 @@ pub struct Metrics {
     windows_emitted: AtomicU64,
     predictions: AtomicU64,
     anomalies: AtomicU64,
+    state_records: AtomicU64,
     bytes_read: AtomicU64,
     /// Per local worker: its source watermark in epoch ms; `u64::MAX` once it has finished,
     /// 0 before it has seen anything.
@@ -148,6 +149,8 @@ pub struct Snapshot {
     pub predictions: u64,
     /// Predictions flagged anomalous (`weatherflow_anomalies_total`).
     pub anomalies: u64,
+    /// Station-state records written to the state topic (`weatherflow_state_records_total`).
+    pub state_records: u64,
     /// Input bytes consumed by file sources.
     pub bytes_read: u64,
     /// The smallest watermark over this process's running workers, epoch ms; `None` when
@@ -187,6 +190,7 @@ impl Metrics {
             windows_emitted: AtomicU64::new(0),
             predictions: AtomicU64::new(0),
             anomalies: AtomicU64::new(0),
+            state_records: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             watermarks: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
             stepped: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
@@ -230,6 +234,11 @@ impl Metrics {
     pub fn add_predictions(&self, n: u64, anomalies: u64) {
         self.predictions.fetch_add(n, Relaxed);
         self.anomalies.fetch_add(anomalies, Relaxed);
+    }
+
+    /// Counts station-state records handed to the state sink.
+    pub fn add_state_records(&self, n: u64) {
+        self.state_records.fetch_add(n, Relaxed);
     }
 
     /// Publishes the watermark of local worker `local_index` (`u64::MAX` = finished),
@@ -328,6 +337,7 @@ impl Metrics {
             windows_emitted: self.windows_emitted.load(Relaxed),
             predictions: self.predictions.load(Relaxed),
             anomalies: self.anomalies.load(Relaxed),
+            state_records: self.state_records.load(Relaxed),
             bytes_read: self.bytes_read.load(Relaxed),
             watermark_ms: marks.min().filter(|&w| w > 0),
             consumer_lag: lock(&self.partition_lag).values().copied().reduce(|a, b| a + b),

@@ -10,10 +10,9 @@
 //! on a real cluster; the pipeline creates it that way when it is missing.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 
 use crate::kafka::{KafkaSettings, KafkaSetupError};
 
@@ -81,68 +80,14 @@ pub fn read_latest(
     topic: &str,
     timeout: Duration,
 ) -> Result<HashMap<i32, (i64, Resume)>, KafkaSetupError> {
-    let checkpoints = &settings.topics.checkpoints;
-    let mut cfg = settings.client_config();
-    // A throwaway reader: no group offsets of its own.
-    cfg.set("group.id", format!("{group}-checkpoint-reader"));
-    cfg.set("enable.auto.commit", "false");
-    settings.apply_user_options(&mut cfg);
-    let request = |what: &str| {
-        let what = format!("{what} of {checkpoints}");
-        move |source| KafkaSetupError::Request {
-            what,
-            brokers: settings.brokers.clone(),
-            source: Box::new(source),
-        }
-    };
-    let consumer: BaseConsumer = cfg.create().map_err(|source| KafkaSetupError::Client {
-        what: "checkpoint reader",
-        brokers: settings.brokers.clone(),
-        source: Box::new(source),
-    })?;
-    let metadata = consumer
-        .fetch_metadata(Some(checkpoints), timeout)
-        .map_err(request("reading metadata"))?;
-    let mut ends = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer
-            .fetch_watermarks(checkpoints, p.id(), timeout)
-            .map_err(request("reading the end"))?;
-        if high > low {
-            ends.insert(p.id(), high);
-            tpl.add_partition_offset(checkpoints, p.id(), Offset::Offset(low))
-                .map_err(request("assigning"))?;
-        }
-    }
-    let mut latest = HashMap::new();
-    if ends.is_empty() {
-        return Ok(latest);
-    }
-    consumer.assign(&tpl).map_err(request("assigning"))?;
     let prefix = format!("{group}|{topic}|");
-    let deadline = Instant::now() + timeout;
-    let mut done: HashMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
-    while done.values().any(|d| !d) {
-        if Instant::now() > deadline {
-            return Err(KafkaSetupError::Request {
-                what: format!("reading {checkpoints} to its end"),
-                brokers: settings.brokers.clone(),
-                source: Box::new(rdkafka::error::KafkaError::MessageConsumption(
-                    rdkafka::error::RDKafkaErrorCode::RequestTimedOut,
-                )),
-            });
-        }
-        let Some(result) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = result.map_err(request("reading"))?;
-        if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
-            done.insert(message.partition(), true);
-        }
+    let mut latest = HashMap::new();
+    // A throwaway reader: no group offsets of its own.
+    let reader = format!("{group}-checkpoint-reader");
+    super::compacted::read_to_end(settings, &settings.topics.checkpoints, &reader, timeout, |message| {
         let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
         let Some(partition) = key.and_then(|k| k.strip_prefix(&prefix)).and_then(|p| p.parse().ok()) else {
-            continue;
+            return;
         };
         if let Some(value) = message
             .payload()
@@ -151,7 +96,7 @@ pub fn read_latest(
         {
             latest.insert(partition, value);
         }
-    }
+    })?;
     Ok(latest)
 }
 

@@ -24,12 +24,16 @@
 //!   replay from it exact), written to the checkpoint topic. The group offset follows a
 //!   checkpoint only once the broker has acknowledged it ([`Checkpoints`]).
 //!
+//! - [`compacted`]: reading a "latest record per key" topic (checkpoints, ML state) to its
+//!   end before the workers start.
+//!
 //! The commit rule itself (which offset a partition may commit, given the durable frontier
 //! and its oldest unacknowledged dead letter) is a pure function of the source's partition
 //! state, in `sources::kafka::partition`.
 
 pub mod acks;
 pub mod checkpoint;
+pub mod compacted;
 pub mod dead_letter;
 pub mod producer;
 

@@ -223,11 +223,15 @@ impl KafkaOutput {
         &self,
         topic: &str,
         key: &[u8],
-        payload: &[u8],
+        payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
         ack: Box<Ack>,
     ) -> Result<Sent<()>, Fatal> {
-        let mut record = BaseRecord::with_opaque_to(topic, ack).key(key).payload(payload);
+        let mut record = BaseRecord::with_opaque_to(topic, ack).key(key);
+        // No payload is a tombstone: compaction then forgets the key.
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
         if let Some(headers) = headers {
             record = record.headers(headers);
         }

@@ -79,6 +79,8 @@ pub struct Topics {
     pub dlq: String,
     /// The Kafka source's resume points (see `delivery::checkpoint`).
     pub checkpoints: String,
+    /// The predictor's station states (see `ml::snapshot`), compacted.
+    pub state: String,
 }
 
 impl Default for Topics {
@@ -89,19 +91,21 @@ impl Default for Topics {
             predictions: "weather-predictions".into(),
             dlq: "weather-raw-dlq".into(),
             checkpoints: "weatherflow-checkpoints".into(),
+            state: "weatherflow-state".into(),
         }
     }
 }
 
 impl Topics {
     /// Every name, for topic creation.
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.raw,
             &self.features,
             &self.predictions,
             &self.dlq,
             &self.checkpoints,
+            &self.state,
         ]
     }
 }
@@ -162,8 +166,8 @@ impl KafkaSettings {
             .iter()
             .map(|&name| {
                 let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-                // Only the latest checkpoint per key matters.
-                if name == self.topics.checkpoints {
+                // Only the latest checkpoint (or station state) per key matters.
+                if name == self.topics.checkpoints || name == self.topics.state {
                     topic.set("cleanup.policy", "compact")
                 } else {
                     topic

@@ -13,6 +13,7 @@
 //! - [`forecast`], [`rls`]: pooled models, online per-station correction, intervals.
 //! - [`forest`], [`anomaly`]: the isolation forest and the rule detectors.
 //! - [`station`]: one station's state and the step every path runs.
+//! - [`snapshot`]: a station's state as it is checkpointed and restored.
 //! - [`registry`]: versioned models on disk, and which models a run uses.
 //! - [`embedded`]: the committed LATEST versions, built into the binary as the fallback.
 //! - [`reload`]: hot reload, read on a background thread and shared with the workers.
@@ -30,6 +31,7 @@ pub mod history;
 pub mod registry;
 pub mod reload;
 pub mod rls;
+pub mod snapshot;
 pub mod station;
 pub mod train;
 

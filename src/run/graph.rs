@@ -6,6 +6,8 @@
 //! source ─► windows ─┬─► jsonl / store / Kafka features ─────┐ (Kafka sinks: durable probe)
 //!                    ├─► collisions ─► dead-letter topic ─────┤
 //!                    └─► predictions ─► jsonl / store / Kafka ┴─► pacing probe
+//!                             └─► station states ─► state topic ─┘ (Kafka source: waits
+//!                                 for the predictions it covers; durable probe)
 //! ```
 
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::core::Filter;
 use timely::dataflow::{ProbeHandle, StreamVec};
 
-use crate::dataflow::predict::Locations;
+use crate::dataflow::predict::{Checkpointing, Locations};
 use crate::delivery::KafkaOutput;
 use crate::kafka::KafkaSettings;
 use crate::kafka::watch::BrokerHealth;
@@ -26,6 +28,7 @@ use crate::schema::Reading;
 use crate::serving::store::Store;
 use crate::sinks::collisions::{kafka_collisions_sink, log_collisions};
 use crate::sinks::file::{JsonlWriter, jsonl_predictions_sink, jsonl_sink};
+use crate::sinks::kafka::state::kafka_state_sink;
 use crate::sinks::kafka::{kafka_features_sink, kafka_predictions_sink};
 use crate::sinks::store::{store_features_sink, store_predictions_sink};
 use crate::sources::file::plan::Plan;
@@ -76,6 +79,8 @@ pub(super) struct GraphParts {
     /// The process's model reload, when hot reload is on.
     pub reload: Option<Subscriber>,
     pub locations: Locations,
+    /// With the Kafka source and ML: the predictor's state is checkpointed.
+    pub checkpointing: Option<Checkpointing>,
     pub lateness_ms: u64,
     pub max_ahead_ms: u64,
     pub max_future_ms: Option<u64>,
@@ -86,6 +91,10 @@ pub(super) struct GraphParts {
 pub(super) struct Built {
     /// The Kafka source's commit state, for the final commit.
     pub commits: Option<CommitHandle>,
+    /// How far the windows (and predictions) have been computed.
+    pub computed: ProbeHandle<u64>,
+    /// The durable probe: how far the outputs are in the broker.
+    pub durable: ProbeHandle<u64>,
 }
 
 /// Builds the worker's dataflow.
@@ -103,6 +112,7 @@ pub(super) fn build(worker: &mut timely::worker::Worker, parts: &GraphParts) -> 
         stop: parts.stop.clone(),
     };
     let durable = ProbeHandle::new();
+    let computed = ProbeHandle::new();
     // The side dataflow must be built before the main one on every worker.
     let source = match &parts.input {
         Input::File(plan) => WorkerInput::File(plan.clone(), ChunkExchange::new(worker, plan)),
@@ -129,9 +139,33 @@ pub(super) fn build(worker: &mut timely::worker::Worker, parts: &GraphParts) -> 
                 (stream, resume_ms)
             }
         };
-        wire(readings, resume_ms, parts, &ctx, &probe, &durable);
+        wire(
+            readings,
+            resume_ms,
+            parts,
+            &ctx,
+            &Probes {
+                pacing: &probe,
+                durable: &durable,
+                computed: &computed,
+            },
+        );
     });
-    Built { commits }
+    Built {
+        commits,
+        computed,
+        durable,
+    }
+}
+
+/// The probes a worker's graph reports to.
+struct Probes<'a> {
+    /// Everything: the sources pace on it.
+    pacing: &'a ProbeHandle<u64>,
+    /// The Kafka sinks' outputs: the durable frontier.
+    durable: &'a ProbeHandle<u64>,
+    /// The last computed stream (predictions, else windows), for the drain on stop.
+    computed: &'a ProbeHandle<u64>,
 }
 
 /// Everything after the source.
@@ -140,9 +174,9 @@ fn wire(
     resume_ms: u64,
     parts: &GraphParts,
     ctx: &WorkerContext,
-    probe: &ProbeHandle<u64>,
-    durable: &ProbeHandle<u64>,
+    probes: &Probes,
 ) {
+    let (probe, durable) = (probes.pacing, probes.durable);
     let built = crate::dataflow::windows(readings, parts.metrics.clone());
     let mut windows = built.features;
     if resume_ms > 0 {
@@ -170,16 +204,18 @@ fn wire(
             .probe_with(probe);
     }
     let Some(models) = &parts.models else {
-        windows.probe_with(probe);
+        windows.probe_with(probe).probe_with(probes.computed);
         return;
     };
-    let predictions = crate::dataflow::predict::predictions(
+    let predicted = crate::dataflow::predict::predictions(
         windows,
         models.clone(),
         parts.reload.clone(),
         parts.metrics.clone(),
         parts.locations.clone(),
+        parts.checkpointing.clone(),
     );
+    let predictions = predicted.predictions;
     if let Some(writer) = &parts.prediction_writer {
         jsonl_predictions_sink(predictions.clone(), writer.clone(), ctx.clone());
     }
@@ -187,11 +223,19 @@ fn wire(
         store_predictions_sink(predictions.clone(), store.clone(), parts.routed);
     }
     if let Some(output) = &parts.kafka_output {
-        kafka_predictions_sink(predictions.clone(), output.clone(), ctx.clone())
+        let predictions_durable = kafka_predictions_sink(predictions.clone(), output.clone(), ctx.clone())
             .probe_with(durable)
             .probe_with(probe);
+        if parts.checkpointing.is_some() {
+            // The states wait for the predictions they cover; their sink joins the durable
+            // frontier, so offsets are committed only behind an acknowledged snapshot. It
+            // stays out of the pacing probe: its frontier moves once per --state-interval,
+            // which would cap a catch-up at --max-ahead per interval, and what it holds is
+            // bounded anyway (one snapshot per interval, each station at most once).
+            kafka_state_sink(predicted.states, predictions_durable, output.clone(), ctx.clone()).probe_with(durable);
+        }
     }
     // Predictions complete after their windows, so probing them covers both, and the
     // windows need no extra copy for a probe of their own.
-    predictions.probe_with(probe);
+    predictions.probe_with(probe).probe_with(probes.computed);
 }

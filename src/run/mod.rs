@@ -18,6 +18,7 @@
 
 mod api;
 mod graph;
+mod restore;
 mod summary;
 
 pub use summary::Summary;
@@ -27,6 +28,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, SourceConfig};
+use crate::dataflow::predict::Checkpointing;
 use crate::delivery::KafkaOutput;
 use crate::kafka::KafkaSetupError;
 use crate::kafka::watch::{BrokerHealth, BrokerWatch, OutputStall};
@@ -105,14 +107,26 @@ impl RunError {
     }
 }
 
-/// Steps a stopping worker until the broker has acknowledged everything sent, so the
-/// durable frontier, and with it the final commit, covers as much as possible. Sources
+/// Steps a stopping worker until the broker has acknowledged everything sent and the
+/// durable frontier has caught up with the outputs (the predictor's last snapshot of its
+/// station states included), so the final commit covers as much as possible. Sources
 /// have stopped reading (they watch the stop flag); nothing new enters. While the brokers
 /// do not answer there is nothing to wait for: the stop goes ahead at once.
-fn drain(worker: &mut timely::worker::Worker, output: &KafkaOutput, brokers: Option<&BrokerHealth>) {
+fn drain(
+    worker: &mut timely::worker::Worker,
+    output: &KafkaOutput,
+    brokers: Option<&BrokerHealth>,
+    built: &graph::Built,
+) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     let reachable = || brokers.is_none_or(|b| b.check().is_ok());
-    while output.in_flight() > 0 && Instant::now() < deadline && reachable() {
+    let behind = || {
+        built.computed.with_frontier(|outputs| match outputs.first() {
+            Some(t) => built.durable.less_than(t),
+            None => !built.durable.done(),
+        })
+    };
+    while (output.in_flight() > 0 || behind()) && Instant::now() < deadline && reachable() {
         worker.step_or_park(Some(Duration::from_millis(10)));
     }
     if !reachable() {
@@ -257,6 +271,16 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
             })
             .collect(),
     );
+    // With the Kafka source the predictor's state is checkpointed beside the offsets, and
+    // an earlier run's is restored before any worker starts.
+    let checkpointing = match (&input, &config.ml, &config.kafka) {
+        (Input::Kafka(kafka), Some(ml), Some(settings)) => Some(Checkpointing {
+            interval: ml.state_interval,
+            restored: restore::restore_states(settings, &kafka.config.group)?,
+            stop: stop.clone(),
+        }),
+        _ => None,
+    };
     let metrics = Arc::new(Metrics::new(config.cluster.workers));
     let complete = Arc::new(AtomicBool::new(false));
     let (store, api) = api::start_api(&config, &metrics, &complete, health.clone())?;
@@ -274,6 +298,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         // Each worker clones this; the reload thread itself stays here for the whole run.
         reload: reloader.as_ref().map(Reloader::subscribe),
         locations,
+        checkpointing,
         lateness_ms: config.lateness_ms,
         max_ahead_ms: config.max_ahead_ms,
         max_future_ms: config.max_future_ms,
@@ -393,7 +418,7 @@ fn work(worker: &mut timely::worker::Worker, parts: &GraphParts, brokers: Option
     if let Some(output) = &parts.kafka_output
         && !parts.failure.is_set()
     {
-        drain(worker, output, brokers);
+        drain(worker, output, brokers, &built);
         if let Some(mut committer) = built.commits.as_ref().and_then(|c| c.borrow_mut().take()) {
             let reachable = brokers.is_none_or(|b| b.check().is_ok());
             // With the brokers away a final commit could only time out; the last

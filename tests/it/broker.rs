@@ -45,12 +45,13 @@ pub fn fresh_topics(brokers: &str, test: &str, partitions: i32) -> KafkaSettings
             predictions: format!("{prefix}-predictions"),
             dlq: format!("{prefix}-dlq"),
             checkpoints: format!("{prefix}-checkpoints"),
+            state: format!("{prefix}-state"),
         },
     };
     let created = settings
         .ensure_topics(&settings.topics.all(), partitions, Duration::from_secs(20))
         .expect("create test topics");
-    assert_eq!(created.len(), 5, "fresh topics are new");
+    assert_eq!(created.len(), 6, "fresh topics are new");
     settings
 }
 
@@ -70,6 +71,8 @@ pub fn topic_args(settings: &KafkaSettings, group: &str) -> Vec<String> {
         &t.dlq,
         "--checkpoint-topic",
         &t.checkpoints,
+        "--state-topic",
+        &t.state,
         "--group",
         group,
     ]

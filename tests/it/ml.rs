@@ -229,7 +229,9 @@ fn predict(registry_dir: &Path, input: Vec<WindowFeatures>, swap_at: Option<usiz
                 Some(subscriber),
                 Arc::new(Metrics::new(1)),
                 Arc::default(),
+                None,
             )
+            .predictions
             .inspect(move |p| sink.borrow_mut().push(p.clone()))
             .probe_with(&probe);
         });

@@ -268,6 +268,8 @@ fn open_meteo_readings_flow_through_kafka_into_windows() {
         &settings.topics.dlq,
         "--checkpoint-topic",
         &settings.topics.checkpoints,
+        "--state-topic",
+        &settings.topics.state,
         "--api",
         &metrics_addr,
     ])

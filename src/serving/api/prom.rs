@@ -140,6 +140,11 @@ impl Collector for PipelineCollector {
             ("predictions", "Predictions made", s.predictions),
             ("anomalies", "Predictions flagged anomalous", s.anomalies),
             (
+                "state_records",
+                "Station-state records written to the state topic",
+                s.state_records,
+            ),
+            (
                 "windows_acked",
                 "Window records acknowledged by the Kafka broker",
                 s.windows_acked,

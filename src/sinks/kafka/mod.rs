@@ -20,28 +20,21 @@
 //! forgets its counts and sends those records again through the new producer. What it
 //! keeps is bounded by what the producer may hold unacknowledged (its queue bound).
 
-use std::collections::BTreeMap;
+mod sender;
+pub mod state;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::delivery::{Ack, KafkaOutput, Sent, WindowAcks};
+use crate::delivery::KafkaOutput;
 use crate::schema::{Prediction, WindowFeatures, format_rfc3339};
 use crate::worker::WorkerContext;
-
-/// A serialised record waiting to be sent.
-struct Outgoing {
-    time: u64,
-    key: String,
-    payload: Vec<u8>,
-    headers: Option<OwnedHeaders>,
-}
+pub(crate) use sender::{Outgoing, Sender};
 
 /// Writes every window of `windows` to the features topic, keyed by station, and returns
 /// the durable stream: its frontier passes a time once all that time's records are
@@ -113,89 +106,30 @@ pub(crate) fn kafka_sink<'s, T: Clone + 'static>(
     let scope = records.scope();
     records.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, name, move |initial, info| {
         drop(initial);
-        let acks = Arc::new(WindowAcks::new(
-            scope.worker().sync_activator_for(info.address.to_vec()),
-            ctx.metrics.clone(),
-        ));
-        let activator = scope.activator_for(info.address.clone());
-        output.on_recreate(scope.worker().sync_activator_for(info.address.to_vec()));
-        let mut generation = output.generation();
-        let mut held: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
-        let mut backlog: Vec<Outgoing> = Vec::new();
-        // Sent and not yet acknowledged, by time: what a recreated producer sends again.
-        let mut sent: BTreeMap<u64, Vec<Outgoing>> = BTreeMap::new();
+        let mut sender = Sender::new(&scope, &info.address, output, ctx, topic);
         let mut buffer = Vec::new();
         move |(input, frontier), _out| {
-            if output.generation() != generation {
-                generation = output.generation();
-                acks.reset();
-                let again: Vec<Outgoing> = std::mem::take(&mut sent).into_values().flatten().collect();
-                tracing::info!(
-                    records = again.len(),
-                    "producer recreated; sending unacknowledged records again"
-                );
-                for record in &again {
-                    acks.add(record.time, 1);
-                }
-                backlog.splice(0..0, again);
-            }
+            sender.resend_if_recreated();
             input.for_each(|cap, data| {
+                let time = *cap.time();
+                sender.hold(cap.retain(0));
                 for record in data.drain(..) {
-                    let time = *cap.time();
-                    held.entry(time).or_insert_with(|| cap.retain(0));
                     buffer.clear();
                     let Some((key, headers)) = encode(record, &mut buffer) else {
                         continue;
                     };
-                    acks.add(time, 1);
-                    backlog.push(Outgoing {
+                    sender.queue(Outgoing {
                         time,
                         key,
-                        payload: buffer.clone(),
+                        payload: Some(buffer.clone()),
                         headers: Some(headers),
                     });
                 }
             });
-            let mut unsent = Vec::new();
-            let mut full = false;
-            for record in backlog.drain(..) {
-                if full {
-                    unsent.push(record);
-                    continue;
-                }
-                let ack = Box::new(Ack::Window {
-                    tracker: acks.clone(),
-                    time: record.time,
-                });
-                // The headers are cloned because a full queue hands nothing back.
-                match output.send(
-                    &topic,
-                    record.key.as_bytes(),
-                    &record.payload,
-                    record.headers.clone(),
-                    ack,
-                ) {
-                    Ok(Sent::Queued) => sent.entry(record.time).or_default().push(record),
-                    Ok(Sent::Full(())) => {
-                        full = true;
-                        unsent.push(record);
-                    }
-                    Err(fatal) => {
-                        ctx.fail(fatal);
-                        return;
-                    }
-                }
-            }
-            backlog = unsent;
-            if !backlog.is_empty() {
-                // The producer's queue is full: try again soon, holding every
-                // capability so nothing downstream counts these windows as durable.
-                activator.activate_after(Duration::from_millis(5));
-            }
+            sender.flush();
             // A time is durable once no more input can arrive for it and every record
-            // of it is acknowledged (records in the backlog count as unacknowledged).
-            held.retain(|time, _| frontier.less_equal(time) || !acks.is_settled(*time));
-            sent.retain(|time, _| !acks.is_settled(*time));
+            // of it is acknowledged.
+            sender.settle(|time| frontier.less_equal(time));
         }
     })
 }

@@ -23,6 +23,8 @@ pub struct Committer {
     pub(super) dead: Arc<DeadLetters>,
     pub(super) checkpoints: Arc<Checkpoints>,
     pub(super) durable: ProbeHandle<u64>,
+    /// The resume point of this run: an earlier run made every window before it durable.
+    pub(super) resume_ms: u64,
     pub(super) last_commit: Instant,
     pub(super) warned: Option<Instant>,
     /// The producer generation the `committed` marks were sent with.
@@ -30,8 +32,16 @@ pub struct Committer {
 }
 
 impl Committer {
+    /// The durable frontier, never below the resume point. A restarted run's own sinks
+    /// start below it (its replay begins before the resume point, and the state sink
+    /// holds its first snapshot's time), but the windows, predictions and states before
+    /// it are in the broker from the earlier run. A checkpoint written with a lower
+    /// frontier would move the next run's resume point back to windows whose early
+    /// readings lie before the committed offsets, and those would be re-emitted partial.
     fn durable_ms(&self) -> u64 {
-        self.durable.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
+        self.durable
+            .with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
+            .max(self.resume_ms)
     }
 
     /// Checkpoints every partition whose resume point moved, and commits the group

@@ -208,6 +208,7 @@ fn start(
         dead: outbox.tracker().clone(),
         checkpoints: Arc::default(),
         durable,
+        resume_ms: plan.resume_ms,
         last_commit: now,
         warned: None,
         generation: output.generation(),

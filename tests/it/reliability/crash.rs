@@ -1,5 +1,9 @@
 //! Scenario 1: `kill -9` at random moments while a producer keeps writing, and `kill -9`
 //! of one process of a two-process cluster.
+//!
+//! Scenario 1 runs with the ML stage and checks the predictions too: the stream is 30 h
+//! of one reading a minute, so stations have a full day of history when the later kills
+//! come, and every prediction must equal the uninterrupted replay's, byte for byte.
 
 use std::time::{Duration, Instant};
 
@@ -19,16 +23,13 @@ use super::{
 fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
     let Some(brokers) = brokers() else { return };
     let dir = super::workdir();
-    let (stations, duration, rate, kills) = if long() {
-        (200, "12h", 6_000, 20)
-    } else {
-        (40, "3h", 2_500, 5)
-    };
-    let golden = Golden::generate(dir.path(), stations, duration, &[]);
+    let (stations, rate, kills) = if long() { (200, 6_000, 20) } else { (40, 3_000, 5) };
+    let golden = Golden::generate(dir.path(), stations, "30h", &["--interval", "1m"]);
     let settings = fresh_topics(&brokers, "crash", 4);
     let mut report = Report::new("1. kill -9 while producing");
     let feed = producer(dir.path(), &settings, &golden.raw, rate);
     let mut features = Reader::new(&brokers, &settings.topics.features);
+    let mut predictions = Reader::new(&brokers, &settings.topics.predictions);
     let progress = Progress::default();
     let mut dice = Dice::new(0x6b11);
     let total = golden.windows.len();
@@ -60,11 +61,60 @@ fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
         "the raw topic is complete"
     );
     let check = Check::of(&features.messages, &golden.windows);
+    predictions.read_to_end();
+    let predicted = Check::of(&predictions.messages, &golden.predictions);
+    let short_after_a_day = short_history_after_a_day(&predictions.messages);
     report.records_in = records;
     report.extra.insert("seq_gaps".into(), gaps.into());
+    report.extra.insert("predictions_out".into(), predicted.distinct.into());
+    report
+        .extra
+        .insert("predictions_missing".into(), predicted.missing.len().into());
+    report
+        .extra
+        .insert("predictions_unexpected".into(), predicted.unexpected.len().into());
+    report.extra.insert(
+        "predictions_differ_from_uninterrupted".into(),
+        predicted.wrong.len().into(),
+    );
+    report.extra.insert(
+        "predictions_nonidentical_repeats".into(),
+        predicted.nonidentical.len().into(),
+    );
+    report.extra.insert(
+        "predictions_identical_repeats".into(),
+        predicted.identical_repeats.into(),
+    );
+    report
+        .extra
+        .insert("short_history_after_a_day".into(), short_after_a_day.into());
     report = report.with(&check);
     report.emit();
     check.assert_clean("kill -9 while producing");
+    predicted.assert_clean("kill -9 while producing: predictions against the uninterrupted run");
+    assert_eq!(
+        short_after_a_day, 0,
+        "a restarted station forecast from a short history"
+    );
+}
+
+/// Predictions made with the short-history model for a station that had a full day of
+/// windows before them: the sign of a restart that forgot the station's history.
+fn short_history_after_a_day(messages: &[crate::broker::Msg]) -> usize {
+    let mut first: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut parsed: Vec<weatherflow::schema::Prediction> = messages
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).expect("prediction JSON"))
+        .collect();
+    parsed.sort_by_key(|p| p.window_end);
+    parsed
+        .iter()
+        .filter(|p| {
+            let start = *first.entry(p.station_id.clone()).or_insert(p.window_end);
+            // 25 h: the day of history plus the first hour, which the first window opens.
+            p.window_end >= start + 25 * 3_600_000 && p.forecast_variant == "short_history"
+        })
+        .count()
 }
 
 #[test]

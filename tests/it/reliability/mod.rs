@@ -265,6 +265,8 @@ pub struct Golden {
     pub raw: PathBuf,
     pub lines: usize,
     pub windows: BTreeMap<(String, String), Vec<u8>>,
+    /// The predictions of the same uninterrupted replay, by (station, window end).
+    pub predictions: BTreeMap<(String, String), Vec<u8>>,
 }
 
 impl Golden {
@@ -300,7 +302,8 @@ impl Golden {
             .filter(|l| !l.is_empty())
             .count();
         let out = dir.join("golden.jsonl");
-        replay(&raw, &out, "1", &[]);
+        let predictions_out = dir.join("golden-predictions.jsonl");
+        replay(&raw, &out, "1", &["--predictions", &arg(&predictions_out)]);
         let windows = sorted_lines(&out)
             .into_iter()
             .map(|line| {
@@ -308,7 +311,19 @@ impl Golden {
                 ((w.station_id, format_rfc3339(w.window_end)), line.into_bytes())
             })
             .collect();
-        Golden { raw, lines, windows }
+        let predictions = sorted_lines(&predictions_out)
+            .into_iter()
+            .map(|line| {
+                let p: weatherflow::schema::Prediction = serde_json::from_str(&line).expect("prediction line");
+                ((p.station_id, format_rfc3339(p.window_end)), line.into_bytes())
+            })
+            .collect();
+        Golden {
+            raw,
+            lines,
+            windows,
+            predictions,
+        }
     }
 }
 
