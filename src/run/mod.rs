@@ -283,7 +283,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     };
     let metrics = Arc::new(Metrics::new(config.cluster.workers));
     let complete = Arc::new(AtomicBool::new(false));
-    let (store, api) = api::start_api(&config, &metrics, &complete, health.clone())?;
+    let (store, api) = api::start_api(&config, &metrics, &complete, health.clone(), &stop)?;
     let parts = GraphParts {
         input,
         metrics: metrics.clone(),

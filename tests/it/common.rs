@@ -126,3 +126,22 @@ pub fn free_port() -> u16 {
 pub fn arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
+
+/// `text` without ANSI colour sequences (the log colours field names).
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An SGR sequence: ESC '[' parameters 'm'.
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

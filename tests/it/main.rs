@@ -16,3 +16,4 @@ mod open_meteo;
 mod oracle;
 mod real_data;
 mod reliability;
+mod state;

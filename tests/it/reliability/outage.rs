@@ -473,28 +473,9 @@ fn broker_restart(long: bool) {
     check.assert_clean("after a broker restart, unaided");
 }
 
-/// `text` without ANSI colour sequences (the log colours field names).
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // An SGR sequence: ESC '[' parameters 'm'.
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The `worker_step_age_ms` of every progress line in `log` after byte `from`.
 fn step_ages(log: &str, from: usize) -> Vec<u64> {
-    plain(log.get(from..).unwrap_or_default())
+    crate::common::plain(log.get(from..).unwrap_or_default())
         .lines()
         .filter(|l| l.contains("progress"))
         .filter_map(|l| l.split("worker_step_age_ms=").nth(1))

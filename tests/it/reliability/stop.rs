@@ -1,12 +1,17 @@
 //! Scenarios 2 and 7: clean stops. A SIGTERM stops reading, drains the sinks, commits and
 //! exits 0 in bounded time; the next run, with a different worker count, completes the
 //! output with nothing but identical repeats.
+//!
+//! Scenario 2 restarts a one-worker run as a two-process cluster, with the ML stage: the
+//! station states checkpointed by one worker are taken up by whichever of four workers
+//! owns each station now, and every prediction equals the uninterrupted run's.
 
 use std::time::{Duration, Instant};
 
 use weatherflow::delivery::checkpoint;
 
 use crate::broker::{Reader, brokers, fresh_topics};
+use crate::common::free_port;
 
 use super::{
     Check, DEADLINE, Dice, Golden, Progress, Report, await_windows, long, pipeline, producer, settle, stop_all,
@@ -23,17 +28,21 @@ const STOP_BOUND: Duration = Duration::from_secs(20);
 fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run() {
     let Some(brokers) = brokers() else { return };
     let dir = super::workdir();
-    let (stations, duration) = if long() { (300, "12h") } else { (40, "2h") };
-    let golden = Golden::generate(dir.path(), stations, duration, &[]);
+    let stations = if long() { 300 } else { 40 };
+    // A day and a bit of one reading a minute: stations have a full day of history when
+    // the stop comes, so a forgotten state would show as short-history forecasts.
+    let golden = Golden::generate(dir.path(), stations, "30h", &["--interval", "1m"]);
     let settings = fresh_topics(&brokers, "w1w2", 4);
-    let mut report = Report::new("2. clean stop -w 1, restart -w 2");
+    let mut report = Report::new("2. clean stop -w 1, restart -n 2 -w 2");
     let (fed, _) = producer(dir.path(), &settings, &golden.raw, 0).wait(DEADLINE);
     assert!(fed, "input produced");
     let mut features = Reader::new(&brokers, &settings.topics.features);
+    let mut predictions = Reader::new(&brokers, &settings.topics.predictions);
     let progress = Progress::default();
     let total = golden.windows.len();
     let first = pipeline(dir.path(), "w1", &settings, "w1w2", &["-w", "1"]);
-    await_windows(&mut features, &progress, total * 2 / 5, "part of the output");
+    // Past the first day, so the stop comes when stations have a full history.
+    await_windows(&mut features, &progress, total * 5 / 6, "part of the output");
     let took = stop_all(vec![first]);
     report.faults = 1;
     report
@@ -42,18 +51,61 @@ fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run()
     assert!(took[0] < STOP_BOUND, "a clean stop took {:?}", took[0]);
     let before = settle(&mut features, &progress);
     let restarted = Instant::now();
-    let second = pipeline(dir.path(), "w2", &settings, "w1w2", &["-w", "2"]);
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hostfile");
+    let hosts = hostfile.to_string_lossy().into_owned();
+    let cluster: Vec<_> = (0..2)
+        .map(|p| {
+            let p = p.to_string();
+            let name = format!("n2-{p}");
+            pipeline(
+                dir.path(),
+                &name,
+                &settings,
+                "w1w2",
+                &["-w", "2", "-n", "2", "-p", &p, "-h", &hosts],
+            )
+        })
+        .collect();
     await_windows(&mut features, &progress, before + 1, "a new window after the restart");
     report.recover_ms.push(restarted.elapsed().as_millis() as u64);
     await_windows(&mut features, &progress, total, "every window");
-    stop_all(vec![second]);
-    report.runs = 2;
+    stop_all(cluster);
+    report.runs = 3;
     features.read_to_end();
+    predictions.read_to_end();
     let check = Check::of(&features.messages, &golden.windows);
+    let predicted = Check::of(&predictions.messages, &golden.predictions);
     report.records_in = golden.lines;
+    report.extra.insert("predictions_out".into(), predicted.distinct.into());
+    report
+        .extra
+        .insert("predictions_missing".into(), predicted.missing.len().into());
+    report.extra.insert(
+        "predictions_differ_from_uninterrupted".into(),
+        predicted.wrong.len().into(),
+    );
+    report.extra.insert(
+        "predictions_nonidentical_repeats".into(),
+        predicted.nonidentical.len().into(),
+    );
+    report.extra.insert(
+        "predictions_identical_repeats".into(),
+        predicted.identical_repeats.into(),
+    );
     report = report.with(&check);
     report.emit();
-    check.assert_clean("clean stop -w 1 then -w 2");
+    check.assert_clean("clean stop -w 1 then -n 2 -w 2");
+    predicted.assert_clean("clean stop -w 1 then -n 2 -w 2: predictions against the uninterrupted run");
+    assert_eq!(
+        (check.identical_repeats, predicted.identical_repeats),
+        (0, 0),
+        "a clean stop drains before its final checkpoint, so nothing is emitted twice"
+    );
 }
 
 #[test]
