@@ -19,7 +19,7 @@ use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use weatherflow::config::{Cli, Command};
-use weatherflow::dataflow::{pane, predict, window_stats, windows};
+use weatherflow::dataflow::{StationLimits, pane, predict, window_stats, windows};
 use weatherflow::metrics::Metrics;
 use weatherflow::ml::features::{self, Location};
 use weatherflow::ml::forecast::StationForecaster;
@@ -124,7 +124,7 @@ fn run_stage(input: Vec<Reading>, stage: Stage) -> usize {
                         .probe_with(&probe);
                 }
                 Stage::Windows => {
-                    windows(stream, metrics)
+                    windows(stream, metrics, StationLimits::unbounded())
                         .features
                         .inspect_batch(move |_, b| count.set(count.get() + b.len()))
                         .probe_with(&probe);
@@ -146,13 +146,21 @@ fn outputs(input: Vec<Reading>, models: Models) -> (Vec<WindowFeatures>, Vec<Pre
         let (w, p) = (windows_out.clone(), predictions_out.clone());
         worker.dataflow::<u64, _, _>(|scope| {
             let metrics = Arc::new(Metrics::new(1));
-            let features = windows(handle.to_stream(scope), metrics.clone())
+            let features = windows(handle.to_stream(scope), metrics.clone(), StationLimits::unbounded())
                 .features
                 .inspect(move |x: &WindowFeatures| w.borrow_mut().push(x.clone()));
-            predict::predictions(features, models, None, metrics, Arc::default(), None)
-                .predictions
-                .inspect(move |x: &Prediction| p.borrow_mut().push(x.clone()))
-                .probe_with(&probe);
+            predict::predictions(
+                features,
+                models,
+                None,
+                metrics,
+                Arc::default(),
+                None,
+                StationLimits::unbounded(),
+            )
+            .predictions
+            .inspect(move |x: &Prediction| p.borrow_mut().push(x.clone()))
+            .probe_with(&probe);
         });
         feed(worker, handle, &probe, input);
         (windows_out.take(), predictions_out.take())

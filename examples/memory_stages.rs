@@ -59,7 +59,9 @@ fn main() {
                         .probe_with(&probe);
                 }
                 _ => {
-                    windows(stream, metrics).features.probe_with(&probe);
+                    windows(stream, metrics, weatherflow::dataflow::StationLimits::unbounded())
+                        .features
+                        .probe_with(&probe);
                 }
             }
         });

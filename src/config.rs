@@ -304,6 +304,17 @@ pub struct RunArgs {
     /// and make them all late. `0` turns the check off (replays of synthetic future data).
     #[arg(long, env = "WEATHERFLOW_MAX_FUTURE", default_value = "24h", value_parser = parse_duration)]
     pub max_future: Duration,
+    /// Stations held at once over the whole run (all workers; each worker holds its share).
+    /// A new station beyond it may only take the place of an idle one with little history;
+    /// otherwise its readings are refused as `station_limit` (counted, dead-lettered from
+    /// Kafka). Sized so that this machine (24 GiB) stays far from its memory.
+    #[arg(long, env = "WEATHERFLOW_MAX_STATIONS", default_value_t = 100_000)]
+    pub max_stations: usize,
+    /// Event time after which a silent station is forgotten by every per-station
+    /// structure (window state, ML state, store); it starts afresh if it comes back. The
+    /// default keeps the forecasts' 26 h of hourly history across any shorter silence.
+    #[arg(long, env = "WEATHERFLOW_STATION_TTL", default_value = "26h", value_parser = parse_duration)]
+    pub station_ttl: Duration,
     /// File source: bytes per chunk, the unit of work split across workers.
     #[arg(long, env = "WEATHERFLOW_CHUNK_BYTES", default_value_t = 4 << 20)]
     pub chunk_bytes: u64,
@@ -427,6 +438,10 @@ pub struct Config {
     pub max_ahead_ms: u64,
     /// How far ahead of the wall clock a reading may be stamped, ms; `None`: unchecked.
     pub max_future_ms: Option<u64>,
+    /// Stations held at once, over all workers (`--max-stations`).
+    pub max_stations: usize,
+    /// Silence after which a station is forgotten, ms of event time (`--station-ttl`).
+    pub station_ttl_ms: u64,
     /// Features output file for this process.
     pub output: Option<PathBuf>,
     /// Progress log interval.
@@ -546,6 +561,14 @@ impl RunArgs {
                 ),
             ));
         }
+        if self.max_stations == 0 {
+            return Err(invalid("--max-stations", "must be at least 1"));
+        }
+        // Shorter than a window plus its trend, a station would be forgotten while its
+        // windows are open.
+        if self.station_ttl < Duration::from_secs(10 * 60) {
+            return Err(invalid("--station-ttl", "must be at least 10m"));
+        }
         if self.stop_at_end && self.source != SourceKind::Kafka {
             return Err(invalid("--stop-at-end", "only applies to --source kafka"));
         }
@@ -601,6 +624,8 @@ impl RunArgs {
             lateness_ms: self.lateness.as_millis() as u64,
             max_ahead_ms: self.max_ahead.as_millis() as u64,
             max_future_ms: (!self.max_future.is_zero()).then_some(self.max_future.as_millis() as u64),
+            max_stations: self.max_stations,
+            station_ttl_ms: self.station_ttl.as_millis() as u64,
             output,
             progress_interval: self.progress_interval.max(Duration::from_millis(100)),
             stall_timeout: self.stall_timeout.max(Duration::from_secs(1)),

@@ -28,6 +28,8 @@ pub struct Metrics {
     watermarks: Vec<AtomicU64>,
     /// Per local worker: when it last finished a step, epoch ms (0: not yet).
     stepped: Vec<AtomicU64>,
+    /// Per local worker: the stations its pane builder holds.
+    stations_live: Vec<AtomicU64>,
     /// Per Kafka partition consumed by this process: messages on the broker not yet
     /// consumed. Written about once per source activation, read at scrape time.
     partition_lag: Mutex<BTreeMap<i32, u64>>,
@@ -151,6 +153,8 @@ pub struct Snapshot {
     pub anomalies: u64,
     /// Station-state records written to the state topic (`weatherflow_state_records_total`).
     pub state_records: u64,
+    /// Stations held by this process's workers (`weatherflow_stations_live`).
+    pub stations_live: u64,
     /// Input bytes consumed by file sources.
     pub bytes_read: u64,
     /// The smallest watermark over this process's running workers, epoch ms; `None` when
@@ -194,6 +198,7 @@ impl Metrics {
             bytes_read: AtomicU64::new(0),
             watermarks: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
             stepped: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
+            stations_live: (0..local_workers).map(|_| AtomicU64::new(0)).collect(),
             partition_lag: Mutex::default(),
             frontier_passed: Mutex::default(),
             emit_latency: LatencyHistogram::default(),
@@ -234,6 +239,14 @@ impl Metrics {
     pub fn add_predictions(&self, n: u64, anomalies: u64) {
         self.predictions.fetch_add(n, Relaxed);
         self.anomalies.fetch_add(anomalies, Relaxed);
+    }
+
+    /// Publishes how many stations the pane builder of worker `worker_index` (global; taken
+    /// modulo this process's workers) holds.
+    pub fn set_stations_live(&self, worker_index: usize, n: u64) {
+        if let Some(slot) = self.stations_live.get(worker_index % self.stations_live.len().max(1)) {
+            slot.store(n, Relaxed);
+        }
     }
 
     /// Counts station-state records handed to the state sink.
@@ -338,6 +351,7 @@ impl Metrics {
             predictions: self.predictions.load(Relaxed),
             anomalies: self.anomalies.load(Relaxed),
             state_records: self.state_records.load(Relaxed),
+            stations_live: self.stations_live.iter().map(|s| s.load(Relaxed)).sum(),
             bytes_read: self.bytes_read.load(Relaxed),
             watermark_ms: marks.min().filter(|&w| w > 0),
             consumer_lag: lock(&self.partition_lag).values().copied().reduce(|a, b| a + b),

@@ -168,7 +168,7 @@ fn features(
     // The pane builder on this worker registered every key before its first pane.
     let station_id = names
         .borrow()
-        .get(&key.0)
+        .get(key.0)
         .map_or_else(|| format!("{:016x}", key.0), |s| s.to_string());
     WindowFeatures {
         station_id,

@@ -30,6 +30,7 @@
 pub mod emit;
 pub mod pane;
 pub mod predict;
+pub mod tenancy;
 pub mod window;
 
 #[cfg(test)]
@@ -44,7 +45,7 @@ use timely::dataflow::StreamVec;
 
 use crate::metrics::Metrics;
 use crate::schema::{Reading, WindowFeatures};
-use pane::{Collision, StationKey, StationNames};
+use pane::{Refused, Roster, StationKey, StationNames};
 use window::WindowStats;
 
 /// The windows, arranged by station: what [`window_stats`] builds.
@@ -54,22 +55,49 @@ pub type WindowArrangement<'s> = Arranged<'s, TraceAgent<ValSpine<StationKey, Wi
 pub struct Windows<'s> {
     /// One record per closed window.
     pub features: StreamVec<'s, u64, WindowFeatures>,
-    /// Readings rejected because their station id shares its key with another
-    /// ([`pane::StationKey`]): for the dead-letter topic, already counted as invalid.
-    pub collisions: StreamVec<'s, u64, Collision>,
+    /// Readings refused by the pane builder (a station key collision, the station limit):
+    /// for the dead-letter topic, already counted as invalid.
+    pub refused: StreamVec<'s, u64, Refused>,
+}
+
+/// Bounds on the stations one worker holds (docs/design.md §4.11).
+#[derive(Clone, Copy, Debug)]
+pub struct StationLimits {
+    /// Stations per worker: `--max-stations` divided among all workers, rounded up.
+    pub per_worker: usize,
+    /// `--station-ttl`, ms of event time.
+    pub ttl_ms: u64,
+}
+
+impl StationLimits {
+    /// `max_stations` over `workers` workers in all.
+    pub fn new(max_stations: usize, workers: usize, ttl_ms: u64) -> StationLimits {
+        StationLimits {
+            per_worker: max_stations.div_ceil(workers.max(1)),
+            ttl_ms,
+        }
+    }
+
+    /// No bound (tests and benchmarks).
+    pub fn unbounded() -> StationLimits {
+        StationLimits {
+            per_worker: usize::MAX,
+            ttl_ms: u64::MAX,
+        }
+    }
 }
 
 /// Builds the window pipeline over a stream of readings timed at their event minute.
-pub fn windows<'s>(readings: StreamVec<'s, u64, Reading>, metrics: Arc<Metrics>) -> Windows<'s> {
-    let names: StationNames = Rc::default();
-    let (panes, collisions) = pane::build_panes(readings, names.clone(), metrics.clone());
+pub fn windows<'s>(readings: StreamVec<'s, u64, Reading>, metrics: Arc<Metrics>, limits: StationLimits) -> Windows<'s> {
+    let names: StationNames = Rc::new(std::cell::RefCell::new(Roster::new(limits.per_worker, limits.ttl_ms)));
+    let (panes, refused) = pane::build_panes(readings, names.clone(), metrics.clone());
     let arranged = window_stats(panes);
     let features = emit::emit_windows(
         arranged.as_collection(|station, stats| (*station, *stats)).inner,
         names,
         metrics,
     );
-    Windows { features, collisions }
+    Windows { features, refused }
 }
 
 /// The window reduce: each station's live panes (at most five) folded into its window.

@@ -27,6 +27,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 
+use super::tenancy::{Admission, Tenancy};
 use crate::metrics::Metrics;
 use crate::schema::{InvalidReason, MINUTE_MS, Reading, StationId, Var, floor_minute};
 
@@ -43,7 +44,7 @@ pub const WINDOW_MINUTES: u64 = 5;
 /// Two identifiers can share a key: by chance (probability ≈ n²/2⁶⁵) or by design, since
 /// FNV collisions can be constructed and station ids come from untrusted producers. The
 /// first identifier seen keeps the key; readings of any other are rejected as
-/// [`Collision`]s (reason `station_key_collision`), never merged into its windows, and
+/// [`Refused`] (reason `station_key_collision`), never merged into its windows, and
 /// the run goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StationKey(pub u64);
@@ -108,9 +109,79 @@ mod test_keys {
 #[cfg(test)]
 pub(crate) use test_keys::with as with_test_keys;
 
-/// Station names by key, for the stations this worker owns. Shared by the pane builder
-/// (writer) and the emitter (reader) of one worker, hence `Rc`.
-pub type StationNames = Rc<RefCell<FxHashMap<u64, StationId>>>;
+/// The stations this worker holds: their names by key, and which may stay
+/// ([`Tenancy`]). Shared by the pane builder (writer) and the emitter (reader) of one
+/// worker, hence `Rc`.
+pub type StationNames = Rc<RefCell<Roster>>;
+
+/// Station names by key under the worker's admission policy.
+#[derive(Debug)]
+pub struct Roster {
+    names: FxHashMap<u64, StationId>,
+    tenancy: Tenancy<u64>,
+}
+
+impl Roster {
+    /// At most `cap` stations, each forgotten after `ttl_ms` of silence (event time).
+    pub fn new(cap: usize, ttl_ms: u64) -> Roster {
+        Roster {
+            names: FxHashMap::default(),
+            tenancy: Tenancy::new(cap, ttl_ms),
+        }
+    }
+
+    /// The name of a held key.
+    pub fn get(&self, key: u64) -> Option<&StationId> {
+        self.names.get(&key)
+    }
+
+    /// Stations held.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Decides whether `station` (with `key`), active in `minute`, may enter the windows.
+    fn admit(&mut self, key: u64, station: &StationId, minute: u64) -> Result<(), Refusal> {
+        if let Some(known) = self.names.get(&key)
+            && known != station
+        {
+            return Err(Refusal::Collision {
+                owner: known.clone(),
+                key,
+            });
+        }
+        match self.tenancy.visit(&key, minute) {
+            Admission::Held => Ok(()),
+            Admission::Admitted { displaced } => {
+                if let Some(d) = displaced {
+                    self.names.remove(&d);
+                }
+                self.names.insert(key, station.clone());
+                Ok(())
+            }
+            Admission::Refused => Err(Refusal::StationLimit),
+        }
+    }
+
+    /// Forgets the stations silent for the TTL at `minute`.
+    fn expire(&mut self, minute: u64) {
+        for key in self.tenancy.expire(minute) {
+            self.names.remove(&key);
+        }
+    }
+}
+
+impl Default for Roster {
+    /// No cap and no TTL (tests and benchmarks).
+    fn default() -> Self {
+        Roster::new(usize::MAX, u64::MAX)
+    }
+}
 
 /// Exact moments of one variable over the readings of one pane.
 ///
@@ -209,19 +280,41 @@ impl Pane {
     }
 }
 
-/// A reading whose station id shares its key with an id this worker already holds.
+/// Why the pane builder refused a reading's station.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Collision {
-    /// The rejected reading.
-    pub reading: Reading,
-    /// The id that holds the key.
-    pub owner: StationId,
-    /// The shared key.
-    pub key: u64,
+pub enum Refusal {
+    /// Its id shares its key with an id this worker already holds.
+    Collision {
+        /// The id that holds the key.
+        owner: StationId,
+        /// The shared key.
+        key: u64,
+    },
+    /// The worker holds its share of `--max-stations` and none may make way.
+    StationLimit,
 }
 
-/// What the pane builder sends: pane updates, or rejected readings.
-pub type PaneOutput = Result<((StationKey, (u64, Pane)), u64, isize), Collision>;
+impl Refusal {
+    /// The invalid-reading reason it is counted and dead-lettered under.
+    pub fn reason(&self) -> InvalidReason {
+        match self {
+            Refusal::Collision { .. } => InvalidReason::StationKeyCollision,
+            Refusal::StationLimit => InvalidReason::StationLimit,
+        }
+    }
+}
+
+/// A reading the pane builder refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The rejected reading.
+    pub reading: Reading,
+    /// Why.
+    pub refusal: Refusal,
+}
+
+/// What the pane builder sends: pane updates, or refused readings.
+pub type PaneOutput = Result<((StationKey, (u64, Pane)), u64, isize), Refused>;
 
 /// Open minutes: a capability for the minute and each station's samples in it.
 type OpenMinutes = BTreeMap<u64, (Capability<u64>, FxHashMap<StationId, Vec<Sample>>)>;
@@ -231,12 +324,13 @@ type OpenMinutes = BTreeMap<u64, (Capability<u64>, FxHashMap<StationId, Vec<Samp
 pub type PaneCollection<'s> = VecCollection<'s, u64, (StationKey, (u64, Pane)), isize>;
 
 /// Builds panes from readings whose timely time is their event minute (epoch ms), and
-/// returns them with the readings rejected for a station key collision.
+/// returns them with the readings refused (key collision, station limit).
 pub fn build_panes<'s>(
     readings: StreamVec<'s, u64, Reading>,
     names: StationNames,
     metrics: Arc<Metrics>,
-) -> (PaneCollection<'s>, StreamVec<'s, u64, Collision>) {
+) -> (PaneCollection<'s>, StreamVec<'s, u64, Refused>) {
+    let slot = readings.scope().index();
     // Route with the same hash differential uses for its own arrangement exchange, so the
     // panes are already on the worker that will reduce them.
     let pact = Exchange::new(|r: &Reading| StationKey::of(&r.station).0);
@@ -259,39 +353,34 @@ pub fn build_panes<'s>(
                     }
                 });
                 let mut duplicates = 0;
-                let mut rejected = 0;
+                let mut rejected = [0u64; 2];
+                let mut closed = None;
                 while let Some(entry) = open.first_entry() {
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
                     let minute = *entry.key();
+                    closed = Some(minute);
                     let (cap, stations) = entry.remove();
                     let mut session = output.session(&cap);
                     let mut names = names.borrow_mut();
                     for (station, mut samples) in stations {
                         let key = StationKey::of(&station);
-                        match names.get(&key.0) {
-                            Some(known) if *known != station => {
-                                rejected += samples.len() as u64;
-                                for s in samples {
-                                    let reading = Reading {
-                                        station: station.clone(),
-                                        timestamp_ms: minute + u64::from(s.offset_ms),
-                                        seq: s.seq,
-                                        values: s.values,
-                                    };
-                                    session.give(Err(Collision {
-                                        reading,
-                                        owner: known.clone(),
-                                        key: key.0,
-                                    }));
-                                }
-                                continue;
+                        if let Err(refusal) = names.admit(key.0, &station, minute) {
+                            rejected[usize::from(refusal == Refusal::StationLimit)] += samples.len() as u64;
+                            for s in samples {
+                                let reading = Reading {
+                                    station: station.clone(),
+                                    timestamp_ms: minute + u64::from(s.offset_ms),
+                                    seq: s.seq,
+                                    values: s.values,
+                                };
+                                session.give(Err(Refused {
+                                    reading,
+                                    refusal: refusal.clone(),
+                                }));
                             }
-                            Some(_) => {}
-                            None => {
-                                names.insert(key.0, station);
-                            }
+                            continue;
                         }
                         let (pane, dups) = Pane::from_samples(&mut samples);
                         duplicates += dups;
@@ -304,8 +393,18 @@ pub fn build_panes<'s>(
                 if duplicates > 0 {
                     metrics.add_duplicates(duplicates);
                 }
-                if rejected > 0 {
-                    metrics.add_invalid(InvalidReason::StationKeyCollision, rejected);
+                for (reason, n) in [InvalidReason::StationKeyCollision, InvalidReason::StationLimit]
+                    .into_iter()
+                    .zip(rejected)
+                {
+                    if n > 0 {
+                        metrics.add_invalid(reason, n);
+                    }
+                }
+                if let Some(minute) = closed {
+                    let mut names = names.borrow_mut();
+                    names.expire(minute);
+                    metrics.set_stations_live(slot, names.len() as u64);
                 }
             }
         })

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
-use super::pane::{Collision, Pane, StationKey, build_panes};
+use super::pane::{Pane, Refusal, Refused, Roster, StationKey, build_panes};
 use super::windows;
 use crate::metrics::Metrics;
 use crate::schema::{InvalidReason, MINUTE_MS, MISSING, Reading, StationId, WindowFeatures};
@@ -52,18 +52,23 @@ fn feed(
 
 type PaneUpdates = Vec<((StationKey, (u64, Pane)), u64, isize)>;
 
-/// The pane builder's updates and collisions for `input`, with the input advanced to `until`.
-fn panes(input: Vec<Reading>, until: u64) -> (PaneUpdates, Vec<Collision>, Arc<Metrics>) {
+/// The pane builder's updates and refusals for `input`, with the input advanced to `until`.
+fn panes(input: Vec<Reading>, until: u64) -> (PaneUpdates, Vec<Refused>, Arc<Metrics>) {
+    panes_with(input, until, Roster::default())
+}
+
+/// [`panes`] with a roster of the test's choosing (a cap, a TTL).
+fn panes_with(input: Vec<Reading>, until: u64, roster: Roster) -> (PaneUpdates, Vec<Refused>, Arc<Metrics>) {
     timely::execute_directly(move |worker| {
         let mut handle = InputHandleVec::<u64, Reading>::new();
         let probe = ProbeHandle::new();
         let metrics = Arc::new(Metrics::new(1));
         let updates: Rc<RefCell<PaneUpdates>> = Rc::default();
-        let rejected: Rc<RefCell<Vec<Collision>>> = Rc::default();
+        let rejected: Rc<RefCell<Vec<Refused>>> = Rc::default();
         let (u, r) = (updates.clone(), rejected.clone());
         let m = metrics.clone();
         worker.dataflow::<u64, _, _>(|scope| {
-            let (panes, collisions) = build_panes(handle.to_stream(scope), Rc::default(), m);
+            let (panes, collisions) = build_panes(handle.to_stream(scope), Rc::new(RefCell::new(roster)), m);
             panes.inner.inspect(move |x| u.borrow_mut().push(*x)).probe_with(&probe);
             collisions
                 .inspect(move |c| r.borrow_mut().push(c.clone()))
@@ -72,6 +77,50 @@ fn panes(input: Vec<Reading>, until: u64) -> (PaneUpdates, Vec<Collision>, Arc<M
         feed(worker, &mut handle, &probe, input, until);
         (updates.take(), rejected.take(), metrics)
     })
+}
+
+#[test]
+fn beyond_the_cap_new_stations_are_refused_counted_and_idle_newcomers_make_way() {
+    // Room for two: a station reporting every minute, and a one-off id. A third id a minute
+    // later is refused (the one-off id is not idle yet); ten minutes after the one-off
+    // reading, a newcomer takes its place.
+    let mut input = Vec::new();
+    for m in 0..15 {
+        input.push(reading("real", T0 + m * MINUTE_MS + 1_000, 10.0, m));
+    }
+    input.push(reading("one-off", T0 + 2_000, 20.0, 100));
+    input.push(reading("refused", T0 + MINUTE_MS + 3_000, 30.0, 101));
+    input.push(reading("refused", T0 + 2 * MINUTE_MS + 3_000, 30.0, 102));
+    input.push(reading("later", T0 + 12 * MINUTE_MS + 3_000, 40.0, 103));
+    let (updates, refused, metrics) = panes_with(input, T0 + 16 * MINUTE_MS, Roster::new(2, 26 * 60 * MINUTE_MS));
+    assert_eq!(refused.len(), 2, "both readings of the third id");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.refusal == Refusal::StationLimit && r.reading.station.as_str() == "refused")
+    );
+    let stations: std::collections::BTreeSet<u64> = updates.iter().map(|((k, _), _, _)| k.0).collect();
+    let expected: std::collections::BTreeSet<u64> = ["real", "one-off", "later"]
+        .iter()
+        .map(|s| StationKey::of(s).0)
+        .collect();
+    assert_eq!(stations, expected, "the later station took the idle one-off's place");
+    let snapshot = metrics.snapshot();
+    assert!(snapshot.invalid.contains(&(InvalidReason::StationLimit, 2)));
+    assert_eq!(snapshot.stations_live, 2);
+}
+
+#[test]
+fn a_station_silent_for_the_ttl_is_forgotten() {
+    let ttl = 20 * MINUTE_MS;
+    let input = vec![
+        reading("quiet", T0 + 1_000, 10.0, 1),
+        reading("busy", T0 + 1_000, 10.0, 2),
+        reading("busy", T0 + 30 * MINUTE_MS + 1_000, 10.0, 3),
+    ];
+    let (_, refused, metrics) = panes_with(input, T0 + 31 * MINUTE_MS, Roster::new(10, ttl));
+    assert!(refused.is_empty());
+    assert_eq!(metrics.snapshot().stations_live, 1, "only the busy station is held");
 }
 
 #[test]
@@ -127,7 +176,11 @@ fn a_station_key_collision_is_rejected_and_counted_and_the_run_goes_on() {
         .collect();
     assert_eq!(entering, vec![1, 1], "only the owner's panes, one reading each");
     assert_eq!(collisions.len(), 2);
-    assert!(collisions.iter().all(|c| c.owner == owner && c.key == key.0));
+    assert!(collisions.iter().all(|c| c.refusal
+        == Refusal::Collision {
+            owner: owner.into(),
+            key: key.0
+        }));
     assert_eq!(collisions[0].reading, reading(intruder, T0 + 2_000, 30.0, 2));
     let invalid = metrics.snapshot().invalid;
     assert!(
@@ -144,10 +197,14 @@ fn emitted(input: Vec<Reading>, until: u64) -> Vec<WindowFeatures> {
         let out: Rc<RefCell<Vec<WindowFeatures>>> = Rc::default();
         let sink = out.clone();
         worker.dataflow::<u64, _, _>(|scope| {
-            windows(handle.to_stream(scope), Arc::new(Metrics::new(1)))
-                .features
-                .inspect(move |w| sink.borrow_mut().push(w.clone()))
-                .probe_with(&probe);
+            windows(
+                handle.to_stream(scope),
+                Arc::new(Metrics::new(1)),
+                super::StationLimits::unbounded(),
+            )
+            .features
+            .inspect(move |w| sink.borrow_mut().push(w.clone()))
+            .probe_with(&probe);
         });
         feed(worker, &mut handle, &probe, input, until);
         let mut out = out.take();

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! source ─► windows ─┬─► jsonl / store / Kafka features ─────┐ (Kafka sinks: durable probe)
-//!                    ├─► collisions ─► dead-letter topic ─────┤
+//!                    ├─► refused ─► dead-letter topic ────────┤
 //!                    └─► predictions ─► jsonl / store / Kafka ┴─► pacing probe
 //!                             └─► station states ─► state topic ─┘ (Kafka source: waits
 //!                                 for the predictions it covers; durable probe)
@@ -17,6 +17,7 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::core::Filter;
 use timely::dataflow::{ProbeHandle, StreamVec};
 
+use crate::dataflow::StationLimits;
 use crate::dataflow::predict::{Checkpointing, Locations};
 use crate::delivery::KafkaOutput;
 use crate::kafka::KafkaSettings;
@@ -26,10 +27,10 @@ use crate::ml::reload::Subscriber;
 use crate::ml::station::Models;
 use crate::schema::Reading;
 use crate::serving::store::Store;
-use crate::sinks::collisions::{kafka_collisions_sink, log_collisions};
 use crate::sinks::file::{JsonlWriter, jsonl_predictions_sink, jsonl_sink};
 use crate::sinks::kafka::state::kafka_state_sink;
 use crate::sinks::kafka::{kafka_features_sink, kafka_predictions_sink};
+use crate::sinks::refused::{kafka_refused_sink, log_refused};
 use crate::sinks::store::{store_features_sink, store_predictions_sink};
 use crate::sources::file::plan::Plan;
 use crate::sources::file::{ChunkExchange, file_source};
@@ -81,6 +82,8 @@ pub(super) struct GraphParts {
     pub locations: Locations,
     /// With the Kafka source and ML: the predictor's state is checkpointed.
     pub checkpointing: Option<Checkpointing>,
+    /// How many stations a worker holds, and for how long.
+    pub limits: StationLimits,
     pub lateness_ms: u64,
     pub max_ahead_ms: u64,
     pub max_future_ms: Option<u64>,
@@ -177,7 +180,7 @@ fn wire(
     probes: &Probes,
 ) {
     let (probe, durable) = (probes.pacing, probes.durable);
-    let built = crate::dataflow::windows(readings, parts.metrics.clone());
+    let built = crate::dataflow::windows(readings, parts.metrics.clone(), parts.limits);
     let mut windows = built.features;
     if resume_ms > 0 {
         // Windows ending before the resume point were acknowledged by an earlier run; the
@@ -186,11 +189,11 @@ fn wire(
     }
     match &parts.kafka_output {
         Some(output) => {
-            kafka_collisions_sink(built.collisions, output.clone(), ctx.clone())
+            kafka_refused_sink(built.refused, output.clone(), ctx.clone())
                 .probe_with(durable)
                 .probe_with(probe);
         }
-        None => log_collisions(built.collisions),
+        None => log_refused(built.refused),
     }
     if let Some(writer) = &parts.writer {
         jsonl_sink(windows.clone(), writer.clone(), ctx.clone());
@@ -214,6 +217,7 @@ fn wire(
         parts.metrics.clone(),
         parts.locations.clone(),
         parts.checkpointing.clone(),
+        parts.limits,
     );
     let predictions = predicted.predictions;
     if let Some(writer) = &parts.prediction_writer {

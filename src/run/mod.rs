@@ -28,6 +28,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, SourceConfig};
+use crate::dataflow::StationLimits;
 use crate::dataflow::predict::Checkpointing;
 use crate::delivery::KafkaOutput;
 use crate::kafka::KafkaSetupError;
@@ -299,6 +300,11 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
         reload: reloader.as_ref().map(Reloader::subscribe),
         locations,
         checkpointing,
+        limits: StationLimits::new(
+            config.max_stations,
+            config.cluster.workers * config.cluster.addresses.len(),
+            config.station_ttl_ms,
+        ),
         lateness_ms: config.lateness_ms,
         max_ahead_ms: config.max_ahead_ms,
         max_future_ms: config.max_future_ms,

@@ -106,11 +106,14 @@ pub enum InvalidReason {
     /// A `station_id` whose 64-bit key another id already holds. Judged by the pane
     /// builder, which alone sees every id of a key; the first id seen keeps the key.
     StationKeyCollision,
+    /// A new station while the worker holds `--max-stations` worth already and none may
+    /// make way (docs/design.md §4.11). Judged by the pane builder.
+    StationLimit,
 }
 
 impl InvalidReason {
     /// Every reason, for exhaustive metrics output.
-    pub const ALL: [InvalidReason; 12] = [
+    pub const ALL: [InvalidReason; 13] = [
         InvalidReason::MalformedJson,
         InvalidReason::MalformedCsv,
         InvalidReason::Oversized,
@@ -123,6 +126,7 @@ impl InvalidReason {
         InvalidReason::StationIdTooLong,
         InvalidReason::FutureTimestamp,
         InvalidReason::StationKeyCollision,
+        InvalidReason::StationLimit,
     ];
 
     /// The stable snake_case name.
@@ -140,6 +144,7 @@ impl InvalidReason {
             InvalidReason::StationIdTooLong => "station_id_too_long",
             InvalidReason::FutureTimestamp => "future_timestamp",
             InvalidReason::StationKeyCollision => "station_key_collision",
+            InvalidReason::StationLimit => "station_limit",
         }
     }
 }

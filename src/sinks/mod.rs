@@ -1,6 +1,6 @@
 //! Sinks: the dataflow operators through which emitted windows and predictions leave.
 //!
-//! - [`collisions`]: readings rejected inside the dataflow, to the dead-letter topic.
+//! - [`refused`]: readings refused inside the dataflow, to the dead-letter topic.
 //! - [`file`]: weather-features (and predictions) as JSON lines (`--output`).
 //! - [`kafka`]: weather-features and weather-predictions to Kafka; their acknowledgements
 //!   make the durable frontier ([`crate::delivery`]).
@@ -10,7 +10,7 @@
 //! dead letters, the producer) lives in [`crate::delivery`], and the per-worker context in
 //! [`crate::worker`].
 
-pub mod collisions;
 pub mod file;
 pub mod kafka;
+pub mod refused;
 pub mod store;

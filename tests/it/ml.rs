@@ -230,6 +230,7 @@ fn predict(registry_dir: &Path, input: Vec<WindowFeatures>, swap_at: Option<usiz
                 Arc::new(Metrics::new(1)),
                 Arc::default(),
                 None,
+                weatherflow::dataflow::StationLimits::unbounded(),
             )
             .predictions
             .inspect(move |p| sink.borrow_mut().push(p.clone()))

@@ -34,6 +34,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
+use crate::dataflow::StationLimits;
 use crate::metrics::Metrics;
 use crate::ml::anomaly::DETECTOR_DIMS;
 use crate::ml::features::Location;
@@ -104,6 +105,7 @@ pub fn predictions<'s>(
     metrics: Arc<Metrics>,
     locations: Locations,
     checkpointing: Option<Checkpointing>,
+    limits: StationLimits,
 ) -> Predicted<'s> {
     let scope = windows.scope();
     let mut builder = OperatorBuilder::new("Predict".to_owned(), scope);
@@ -113,7 +115,8 @@ pub fn predictions<'s>(
     let (states_out, states) = builder.new_output::<Vec<StateRecord>>();
     let mut predictions_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Prediction>>>::from(predictions_out);
     let mut states_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<StateRecord>>>::from(states_out);
-    let mut book = Book::new(checkpointing.as_ref().map(|c| c.restored.clone()));
+    let mut book = Book::new(checkpointing.as_ref().map(|c| c.restored.clone()), limits);
+    let mut logged_full = false;
     let mut rows: Vec<[f32; DETECTOR_DIMS]> = Vec::new();
     let mut scores: Vec<f32> = Vec::new();
     let mut versions = versions_of(&models);
@@ -143,19 +146,32 @@ pub fn predictions<'s>(
                 // One batch holds one window end, so at most one window per station: the
                 // forest can score the whole batch before any station steps.
                 rows.clear();
-                for window in data.iter() {
+                let mut full = false;
+                data.retain(|window| {
                     // New stations are created here, so the second pass finds every one.
-                    book.ensure(&window.station_id, &models);
+                    let held = book.ensure(&window.station_id, window.window_end, &models);
+                    full |= !held;
+                    held
+                });
+                if full && !logged_full {
+                    logged_full = true;
+                    tracing::warn!(
+                        stations = book.len(),
+                        "the predictor holds twice its share of --max-stations; windows of new stations get no prediction until stations make way"
+                    );
+                }
+                for window in data.iter() {
                     if let Some(held) = book.get(&window.station_id) {
                         rows.push(held.state.forest_input(&observation(window)));
                     }
                 }
                 scores.resize(rows.len(), 0.0);
                 models.anomaly.model.forest.score_batch(&rows, &mut scores);
+                let time = *cap.time();
                 let mut session = out.session(&cap);
                 for (window, &forest_score) in data.drain(..).zip(&scores) {
                     let obs = observation(&window);
-                    let Some(state) = book.take_in(&window.station_id, window.window_end) else {
+                    let Some(state) = book.take_in(&window.station_id, window.window_end, &models) else {
                         continue;
                     };
                     let location = locations.get(&window.station_id).copied().unwrap_or_default();
@@ -182,6 +198,9 @@ pub fn predictions<'s>(
                         models: versions.clone(),
                     });
                 }
+                drop(session);
+                // After the batch: every station in it has just been seen.
+                book.expire(time);
             });
             drop(out);
             if made > 0 {

@@ -154,6 +154,12 @@ impl Collector for PipelineCollector {
         for (name, help, value) in counters {
             counter(&mut enc, name, help, value)?;
         }
+        gauge(
+            &mut enc,
+            "stations_live",
+            "Stations this process's workers hold window state for (bounded by --max-stations, forgotten after --station-ttl)",
+            s.stations_live as f64,
+        )?;
         if let Some(watermark) = s.watermark_ms {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

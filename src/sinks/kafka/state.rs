@@ -68,7 +68,7 @@ pub fn kafka_state_sink<'s>(
                         sender.queue(Outgoing {
                             time,
                             key: std::mem::take(&mut record.station),
-                            payload: Some(std::mem::take(&mut record.value)),
+                            payload: record.value.take(),
                             headers: None,
                         });
                         false
