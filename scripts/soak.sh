@@ -42,7 +42,7 @@ echo "soak: $RATE readings/s, $STATIONS stations, -w $WORKERS, ${SECONDS_TOTAL}s
   --rate "$RATE" --events $((RATE * (SECONDS_TOTAL + 60))) --seed 8 >"$OUT/producer.log" 2>&1 &
 PRODUCER=$!
 "$BIN" run --source kafka --brokers "$BROKERS" -w "$WORKERS" --group soak \
-  --api "127.0.0.1:$API_PORT" --history "${SOAK_HISTORY:-5m}" >"$OUT/pipeline.log" 2>&1 &
+  --api "127.0.0.1:$API_PORT" --history "${SOAK_HISTORY:-5m}" --max-stations "$STATIONS" >"$OUT/pipeline.log" 2>&1 &
 PIPELINE=$!
 python3 scripts/soak-sample.py --pid "$PIPELINE" --producer-pid "$PRODUCER" \
   --metrics "http://127.0.0.1:$API_PORT/metrics" --seconds "$SECONDS_TOTAL" --out "$OUT/samples.csv"

@@ -307,8 +307,9 @@ pub struct RunArgs {
     /// Stations held at once over the whole run (all workers; each worker holds its share).
     /// A new station beyond it may only take the place of an idle one with little history;
     /// otherwise its readings are refused as `station_limit` (counted, dead-lettered from
-    /// Kafka). Sized so that this machine (24 GiB) stays far from its memory.
-    #[arg(long, env = "WEATHERFLOW_MAX_STATIONS", default_value_t = 100_000)]
+    /// Kafka). The default keeps a burst of one-off ids near 1.1 GB of RSS on a
+    /// 2-worker run (docs/design.md §4.11 has the memory per station).
+    #[arg(long, env = "WEATHERFLOW_MAX_STATIONS", default_value_t = 50_000)]
     pub max_stations: usize,
     /// Event time after which a silent station is forgotten by every per-station
     /// structure (window state, ML state, store); it starts afresh if it comes back. The

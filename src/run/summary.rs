@@ -40,6 +40,7 @@ impl fmt::Display for Summary {
         writeln!(f, "  late (dropped)    {}", t.late)?;
         writeln!(f, "  duplicates        {}", t.duplicate)?;
         writeln!(f, "  windows emitted   {}", t.windows_emitted)?;
+        writeln!(f, "  stations held     {}", t.stations_live)?;
         if t.predictions > 0 {
             writeln!(f, "  predictions       {} ({} anomalous)", t.predictions, t.anomalies)?;
         }
@@ -79,6 +80,7 @@ pub(super) fn log_progress(previous: &Snapshot, now: &Snapshot, interval: Durati
         late = now.late,
         invalid = now.invalid_total(),
         duplicates = now.duplicate,
+        stations = now.stations_live,
         mb_read = now.bytes_read / 1_000_000,
         watermark = %watermark,
         watermark_lag_s = lag_s.map(|l| l.round() as i64),
