@@ -357,6 +357,11 @@ pub struct RunArgs {
     /// after a crash; `0` snapshots whenever the window frontier moves.
     #[arg(long, env = "WEATHERFLOW_STATE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub state_interval: Duration,
+    /// Kafka source with the ML stage: keep the station states in memory only, with no
+    /// state topic. A restart then starts every station from the models' prior, and
+    /// repeated predictions may differ from the first ones.
+    #[arg(long, env = "WEATHERFLOW_NO_STATE_CHECKPOINT")]
+    pub no_state_checkpoint: bool,
     /// Kafka source: read each partition up to where it ended when the run started, close
     /// every window and exit, like a file replay (backfills, benchmarks).
     #[arg(long, env = "WEATHERFLOW_STOP_AT_END", conflicts_with = "from_latest")]
@@ -477,6 +482,8 @@ pub struct MlConfig {
     pub poll: Option<Duration>,
     /// Least time between two snapshots of the station states (Kafka source only).
     pub state_interval: Duration,
+    /// Checkpoint the station states (Kafka source only; off with `--no-state-checkpoint`).
+    pub checkpoint_state: bool,
 }
 
 impl RunArgs {
@@ -546,6 +553,7 @@ impl RunArgs {
             models: self.models.clone(),
             poll: (!self.model_poll.is_zero()).then_some(self.model_poll),
             state_interval: self.state_interval,
+            checkpoint_state: !self.no_state_checkpoint,
         });
         let kafka = self.kafka.into_settings()?;
         let api = self.api.into_config()?;

@@ -284,9 +284,10 @@ fn run_child(
         report_path.clone().into(),
         "--models".into(),
         config.models.clone().into(),
-        // A benchmark measures the stations it asks for: none may be refused for the cap.
+        // A benchmark measures all the stations of its input (a file's station count only
+        // labels the run): none may be refused for the cap.
         "--max-stations".into(),
-        spec.stations.max(1).to_string().into(),
+        usize::MAX.to_string().into(),
     ];
     // Results leave the dataflow serialised, as in production; /dev/null keeps the disk
     // out of the figure. A Kafka run writes to the bench's output topics instead.

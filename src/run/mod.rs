@@ -275,7 +275,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Summary, RunError> {
     // With the Kafka source the predictor's state is checkpointed beside the offsets, and
     // an earlier run's is restored before any worker starts.
     let checkpointing = match (&input, &config.ml, &config.kafka) {
-        (Input::Kafka(kafka), Some(ml), Some(settings)) => Some(Checkpointing {
+        (Input::Kafka(kafka), Some(ml), Some(settings)) if ml.checkpoint_state => Some(Checkpointing {
             interval: ml.state_interval,
             restored: restore::restore_states(settings, &kafka.config.group)?,
             stop: stop.clone(),

@@ -24,11 +24,13 @@ pub(super) fn restore_states(settings: &KafkaSettings, group: &str) -> Result<Ar
     }
     let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     let mut foreign_keys = 0u64;
+    let mut bytes = 0u64;
     let records = compacted::read_to_end(settings, topic, &format!("{group}-state-reader"), TIMEOUT, |message| {
         let Some(station) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             foreign_keys += 1;
             return;
         };
+        bytes += message.payload().map_or(0, |p| p.len() as u64);
         latest.insert(station.to_owned(), message.payload().map(<[u8]>::to_vec));
     })?;
     let read_secs = started.elapsed().as_secs_f64();
@@ -51,6 +53,7 @@ pub(super) fn restore_states(settings: &KafkaSettings, group: &str) -> Result<Ar
         %topic,
         stations = summary.stations,
         records,
+        mb = format!("{:.1}", bytes as f64 / 1e6),
         forgotten = summary.forgotten,
         secs = format!("{:.2}", started.elapsed().as_secs_f64()),
         read_secs = format!("{read_secs:.2}"),
