@@ -210,6 +210,9 @@ fn wire(
         windows.probe_with(probe).probe_with(probes.computed);
         return;
     };
+    // The state sink's frontier, which the predictor watches to keep one snapshot in
+    // flight at a time.
+    let state_durable = parts.checkpointing.as_ref().map(|_| ProbeHandle::new());
     let predicted = crate::dataflow::predict::predictions(
         windows,
         models.clone(),
@@ -218,6 +221,7 @@ fn wire(
         parts.locations.clone(),
         parts.checkpointing.clone(),
         parts.limits,
+        state_durable.clone(),
     );
     let predictions = predicted.predictions;
     if let Some(writer) = &parts.prediction_writer {
@@ -236,7 +240,11 @@ fn wire(
             // stays out of the pacing probe: its frontier moves once per --state-interval,
             // which would cap a catch-up at --max-ahead per interval, and what it holds is
             // bounded anyway (one snapshot per interval, each station at most once).
-            kafka_state_sink(predicted.states, predictions_durable, output.clone(), ctx.clone()).probe_with(durable);
+            let sunk = kafka_state_sink(predicted.states, predictions_durable, output.clone(), ctx.clone())
+                .probe_with(durable);
+            if let Some(p) = &state_durable {
+                sunk.probe_with(p);
+            }
         }
     }
     // Predictions complete after their windows, so probing them covers both, and the

@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::dataflow::StationLimits;
 use crate::metrics::Metrics;
@@ -106,6 +106,7 @@ pub fn predictions<'s>(
     locations: Locations,
     checkpointing: Option<Checkpointing>,
     limits: StationLimits,
+    state_durable: Option<ProbeHandle<u64>>,
 ) -> Predicted<'s> {
     let scope = windows.scope();
     let mut builder = OperatorBuilder::new("Predict".to_owned(), scope);
@@ -226,9 +227,19 @@ pub fn predictions<'s>(
                 let due = frontier.is_empty()
                     || last_snapshot.elapsed() >= cp.interval
                     || cp.stop.load(Ordering::Relaxed);
-                if !due {
-                    // Come back when it is due, or soon after a stop is requested.
-                    let wait = cp.interval.saturating_sub(last_snapshot.elapsed());
+                // One snapshot in flight at a time: the previous one (sent at the time
+                // the capability held before it moved to the current one) must be in
+                // the broker. A snapshot holds every changed station, so with many
+                // stations a slow broker would otherwise queue several of them.
+                let previous_durable = state_durable.as_ref().is_none_or(|p| !p.less_than(cap.time()));
+                if !due || !previous_durable {
+                    // Come back when it is due (or soon after a stop is requested), or,
+                    // when only the previous snapshot is missing, shortly.
+                    let wait = if due {
+                        IN_FLIGHT_POLL
+                    } else {
+                        cp.interval.saturating_sub(last_snapshot.elapsed())
+                    };
                     activator.activate_after(wait.min(STOP_POLL));
                     return;
                 }
@@ -259,3 +270,5 @@ pub fn predictions<'s>(
 
 /// How soon a predictor waiting for its next snapshot notices a stop.
 const STOP_POLL: Duration = Duration::from_millis(200);
+/// How often a due snapshot checks whether the previous one is in the broker.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
