@@ -157,7 +157,6 @@ fn outputs(input: Vec<Reading>, models: Models) -> (Vec<WindowFeatures>, Vec<Pre
                 Arc::default(),
                 None,
                 StationLimits::unbounded(),
-                None,
             )
             .predictions
             .inspect(move |x: &Prediction| p.borrow_mut().push(x.clone()))

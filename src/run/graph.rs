@@ -212,16 +212,15 @@ fn wire(
     };
     // The state sink's frontier, which the predictor watches to keep one snapshot in
     // flight at a time.
-    let state_durable = parts.checkpointing.as_ref().map(|_| ProbeHandle::new());
+    let state_durable = parts.checkpointing.as_ref().map(|c| (c.clone(), ProbeHandle::new()));
     let predicted = crate::dataflow::predict::predictions(
         windows,
         models.clone(),
         parts.reload.clone(),
         parts.metrics.clone(),
         parts.locations.clone(),
-        parts.checkpointing.clone(),
-        parts.limits,
         state_durable.clone(),
+        parts.limits,
     );
     let predictions = predicted.predictions;
     if let Some(writer) = &parts.prediction_writer {
@@ -242,7 +241,7 @@ fn wire(
             // bounded anyway (one snapshot per interval, each station at most once).
             let sunk = kafka_state_sink(predicted.states, predictions_durable, output.clone(), ctx.clone())
                 .probe_with(durable);
-            if let Some(p) = &state_durable {
+            if let Some((_, p)) = &state_durable {
                 sunk.probe_with(p);
             }
         }

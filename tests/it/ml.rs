@@ -231,7 +231,6 @@ fn predict(registry_dir: &Path, input: Vec<WindowFeatures>, swap_at: Option<usiz
                 Arc::default(),
                 None,
                 weatherflow::dataflow::StationLimits::unbounded(),
-                None,
             )
             .predictions
             .inspect(move |p| sink.borrow_mut().push(p.clone()))

@@ -97,17 +97,18 @@ pub struct Predicted<'s> {
 }
 
 /// Applies the models to every window. `reload` enables hot reload; `checkpointing`
-/// makes the station states durable.
+/// makes the station states durable, with a probe on the state sink's output.
 pub fn predictions<'s>(
     windows: StreamVec<'s, u64, WindowFeatures>,
     mut models: Models,
     mut reload: Option<Subscriber>,
     metrics: Arc<Metrics>,
     locations: Locations,
-    checkpointing: Option<Checkpointing>,
+    checkpointing: Option<(Checkpointing, ProbeHandle<u64>)>,
     limits: StationLimits,
-    state_durable: Option<ProbeHandle<u64>>,
 ) -> Predicted<'s> {
+    // The probe is the state sink's frontier, watched to keep one snapshot in flight.
+    let (checkpointing, state_durable) = checkpointing.unzip();
     let scope = windows.scope();
     let mut builder = OperatorBuilder::new("Predict".to_owned(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
