@@ -63,8 +63,9 @@ pub struct Windows<'s> {
 /// Bounds on the stations one worker holds (docs/design.md §4.11).
 #[derive(Clone, Copy, Debug)]
 pub struct StationLimits {
-    /// Stations per worker: `--max-stations` divided among all workers, plus 5 % and 64
-    /// for the uneven spread of stations over workers by hash.
+    /// Stations per worker: `--max-stations` divided among all workers, plus four times
+    /// the square root of that share when there are several, for the uneven spread of
+    /// stations over workers by hash (one worker holds exactly the cap).
     pub per_worker: usize,
     /// `--station-ttl`, ms of event time.
     pub ttl_ms: u64,
@@ -76,9 +77,14 @@ impl StationLimits {
         StationLimits {
             per_worker: {
                 let share = max_stations.div_ceil(workers.max(1));
-                // Hashing 50,000 stations to each of 2 workers leaves one about 1.6
-                // standard deviations (~350) over its share; 5 % covers far more.
-                share.saturating_add(share / 20).saturating_add(64)
+                // A worker's count of n stations hashed over w workers has a standard
+                // deviation below √(n/w): four of them are never reached in practice.
+                let slack = if workers > 1 {
+                    (4.0 * (share as f64).sqrt()).ceil() as usize
+                } else {
+                    0
+                };
+                share.saturating_add(slack)
             },
             ttl_ms,
         }
