@@ -1,6 +1,7 @@
 //! Flag parsing and validation of `run` and `generate`.
 
 use super::*;
+use crate::kafka::Topics;
 
 fn parse(args: &[&str]) -> Result<Config, String> {
     let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;

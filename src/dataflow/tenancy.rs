@@ -17,6 +17,7 @@
 //! six minutes). What a cap refuses depends on arrival order and on how stations hash to
 //! workers; below the cap nothing is refused, and the output does not depend on `-w`.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::hash::Hash;
 
@@ -100,22 +101,31 @@ impl<K: Clone + Eq + Hash + Ord> Tenancy<K> {
     }
 
     /// Notes that `key` was active at `at` (ms; callers visit in non-decreasing `at` per
-    /// station), admitting it when new.
-    pub fn visit(&mut self, key: &K, at: u64) -> Admission<K> {
+    /// station), admitting it when new. A held, established station costs one lookup and
+    /// no allocation (the predictor visits once per window).
+    pub fn visit<Q>(&mut self, key: &Q, at: u64) -> Admission<K>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if let Some(t) = self.tenants.get_mut(key) {
             if at > t.last {
                 let was_probation = !t.established();
                 t.minutes = t.minutes.saturating_add(1);
                 let old = std::mem::replace(&mut t.last, at);
                 if was_probation {
-                    self.probation.remove(&(old, key.clone()));
-                    if !t.established() {
-                        self.probation.insert((at, key.clone()));
+                    let owned = key.to_owned();
+                    let established = t.established();
+                    self.probation.remove(&(old, owned.clone()));
+                    if !established {
+                        self.probation.insert((at, owned));
                     }
                 }
             }
             return Admission::Held;
         }
+        let key = key.to_owned();
+        let key = &key;
         let mut displaced = None;
         if self.tenants.len() >= self.cap {
             match self.probation.first() {

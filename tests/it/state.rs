@@ -9,6 +9,16 @@ use crate::common::{arg, free_port, plain, run_binary, sorted_lines, wait};
 use crate::http::{get, until};
 use crate::reliability::{Check, Golden};
 
+/// Produces every line of `path` to partition 0 of `topic`.
+fn produce_lines(brokers: &str, topic: &str, path: &std::path::Path) {
+    let records: Vec<(Option<String>, i32, Vec<u8>)> = std::fs::read_to_string(path)
+        .expect("raw input")
+        .lines()
+        .map(|l| (None, 0, l.as_bytes().to_vec()))
+        .collect();
+    produce(brokers, topic, &records);
+}
+
 #[test]
 #[cfg_attr(
     no_test_broker,
@@ -21,12 +31,7 @@ fn unreadable_state_records_are_logged_once_and_those_stations_start_fresh() {
     let dir = tempfile::tempdir().expect("temp dir");
     let golden = Golden::generate(dir.path(), 5, "3h", &["--interval", "1m"]);
     let settings = fresh_topics(&brokers, "state-garbage", 2);
-    let raw: Vec<(Option<String>, i32, Vec<u8>)> = std::fs::read_to_string(&golden.raw)
-        .expect("raw input")
-        .lines()
-        .map(|l| (None, 0, l.as_bytes().to_vec()))
-        .collect();
-    produce(&brokers, &settings.topics.raw, &raw);
+    produce_lines(&brokers, &settings.topics.raw, &golden.raw);
     // Garbage, a record of a future layout, and a record without a key: as another program
     // (or a torn write, or a newer weatherflow) might leave them.
     let mut newer = b"WFS".to_vec();
@@ -71,12 +76,7 @@ fn after_a_crash_the_store_comes_back_from_the_topics_before_ready() {
     let dir = tempfile::tempdir().expect("temp dir");
     let golden = Golden::generate(dir.path(), 4, "3h", &["--interval", "1m"]);
     let settings = fresh_topics(&brokers, "store-rebuild", 2);
-    let raw: Vec<(Option<String>, i32, Vec<u8>)> = std::fs::read_to_string(&golden.raw)
-        .expect("raw input")
-        .lines()
-        .map(|l| (None, 0, l.as_bytes().to_vec()))
-        .collect();
-    produce(&brokers, &settings.topics.raw, &raw);
+    produce_lines(&brokers, &settings.topics.raw, &golden.raw);
     let paths = [
         "/features/st-00001/history?limit=10000",
         "/predictions/st-00002/history?limit=10000",

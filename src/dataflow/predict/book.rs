@@ -142,7 +142,7 @@ impl Book {
         if held.last_end > 0 && self.tenancy.expired(held.last_end, end) {
             held.state = StationState::new(models);
         }
-        self.tenancy.visit(&station.to_owned(), end);
+        self.tenancy.visit(station, end);
         held.last_end = end;
         if !held.dirty {
             held.dirty = true;

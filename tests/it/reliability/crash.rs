@@ -66,29 +66,10 @@ fn reliability_kill_9_repeatedly_while_producing_loses_nothing() {
     let short_after_a_day = short_history_after_a_day(&predictions.messages);
     report.records_in = records;
     report.extra.insert("seq_gaps".into(), gaps.into());
-    report.extra.insert("predictions_out".into(), predicted.distinct.into());
-    report
-        .extra
-        .insert("predictions_missing".into(), predicted.missing.len().into());
-    report
-        .extra
-        .insert("predictions_unexpected".into(), predicted.unexpected.len().into());
-    report.extra.insert(
-        "predictions_differ_from_uninterrupted".into(),
-        predicted.wrong.len().into(),
-    );
-    report.extra.insert(
-        "predictions_nonidentical_repeats".into(),
-        predicted.nonidentical.len().into(),
-    );
-    report.extra.insert(
-        "predictions_identical_repeats".into(),
-        predicted.identical_repeats.into(),
-    );
     report
         .extra
         .insert("short_history_after_a_day".into(), short_after_a_day.into());
-    report = report.with(&check);
+    report = report.with(&check).with_predictions(&predicted);
     report.emit();
     check.assert_clean("kill -9 while producing");
     predicted.assert_clean("kill -9 while producing: predictions against the uninterrupted run");

@@ -133,6 +133,21 @@ impl Report {
         self
     }
 
+    /// Adds the check of the predictions against the uninterrupted run's.
+    pub fn with_predictions(mut self, predicted: &Check) -> Report {
+        for (name, value) in [
+            ("predictions_out", predicted.distinct),
+            ("predictions_missing", predicted.missing.len()),
+            ("predictions_unexpected", predicted.unexpected.len()),
+            ("predictions_differ_from_uninterrupted", predicted.wrong.len()),
+            ("predictions_nonidentical_repeats", predicted.nonidentical.len()),
+            ("predictions_identical_repeats", predicted.identical_repeats),
+        ] {
+            self.extra.insert(name.into(), value.into());
+        }
+        self
+    }
+
     /// Prints the report and appends it to `WEATHERFLOW_RELIABILITY_REPORT`.
     pub fn emit(&self) {
         let json = serde_json::to_string(self).expect("report serialises");

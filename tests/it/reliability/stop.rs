@@ -81,23 +81,7 @@ fn reliability_clean_stop_then_other_worker_count_matches_an_uninterrupted_run()
     let check = Check::of(&features.messages, &golden.windows);
     let predicted = Check::of(&predictions.messages, &golden.predictions);
     report.records_in = golden.lines;
-    report.extra.insert("predictions_out".into(), predicted.distinct.into());
-    report
-        .extra
-        .insert("predictions_missing".into(), predicted.missing.len().into());
-    report.extra.insert(
-        "predictions_differ_from_uninterrupted".into(),
-        predicted.wrong.len().into(),
-    );
-    report.extra.insert(
-        "predictions_nonidentical_repeats".into(),
-        predicted.nonidentical.len().into(),
-    );
-    report.extra.insert(
-        "predictions_identical_repeats".into(),
-        predicted.identical_repeats.into(),
-    );
-    report = report.with(&check);
+    report = report.with(&check).with_predictions(&predicted);
     report.emit();
     check.assert_clean("clean stop -w 1 then -n 2 -w 2");
     predicted.assert_clean("clean stop -w 1 then -n 2 -w 2: predictions against the uninterrupted run");
