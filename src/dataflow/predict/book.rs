@@ -162,24 +162,31 @@ impl Book {
         let mut records = Vec::with_capacity(self.dirty.len() + self.forgotten.len());
         // Tombstones first: a station forgotten and seen again since has both, and its
         // state must land after its tombstone.
-        for (station, last_end) in self.forgotten.drain(..) {
+        for (station, last_end) in &self.forgotten {
             records.push(StateRecord {
-                station,
+                station: station.clone(),
                 value: None,
-                last_end,
+                last_end: *last_end,
             });
         }
-        for station in std::mem::take(&mut self.dirty) {
-            let Some(held) = self.stations.get_mut(&station) else {
+        // Every state is encoded before any mark is cleared: a failure leaves the book as
+        // it was, so no later snapshot can claim a state that was never written.
+        for station in &self.dirty {
+            let Some(held) = self.stations.get(station) else {
                 continue;
             };
-            held.dirty = false;
             let value = encode_parts(held.last_end, &held.state).map_err(|e| (station.clone(), e))?;
             records.push(StateRecord {
-                station,
+                station: station.clone(),
                 value: Some(value),
                 last_end: held.last_end,
             });
+        }
+        self.forgotten.clear();
+        for station in std::mem::take(&mut self.dirty) {
+            if let Some(held) = self.stations.get_mut(&station) {
+                held.dirty = false;
+            }
         }
         Ok(records)
     }

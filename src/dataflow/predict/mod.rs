@@ -252,7 +252,8 @@ pub fn predictions<'s>(
                     }
                     Err((station, e)) => {
                         // Not reachable for these types (see `StateEncodeError`); the
-                        // snapshot does not advance, so nothing claims this state durable.
+                        // book keeps its marks and the snapshot does not advance, so
+                        // nothing claims this state durable.
                         tracing::error!(station, error = %e, "cannot checkpoint a station's state");
                         return;
                     }
