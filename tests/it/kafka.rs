@@ -464,3 +464,69 @@ fn kafka_clean_stop_commits_behind_the_durable_frontier() {
     assert_eq!(repeated, 0, "windows before the resume point are not emitted again");
     assert_same(&fold(&features.messages), &want);
 }
+
+#[test]
+#[cfg_attr(
+    no_test_broker,
+    ignore = "needs a Kafka broker: WEATHERFLOW_TEST_BROKERS=$(scripts/test-broker.sh up)"
+)]
+fn a_backfill_in_two_stop_at_end_runs_ends_as_one() {
+    // The end of input closes the last windows before the watermark has reached them.
+    // The run that ended there must not record "everything is durable": a second run on
+    // the same group, after more data arrived, emits those windows again with all their
+    // readings and carries on. Before the fix its resume point was u64::MAX and it
+    // emitted nothing.
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (raw, want) = golden(dir.path(), "10", "3h");
+    let split = weatherflow::schema::parse_rfc3339("2026-11-20T01:30:00Z").expect("timestamp");
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for line in std::fs::read_to_string(&raw).expect("raw file").lines() {
+        let r = parse_json(line.as_bytes(), 0).expect("generated reading");
+        let part = if r.timestamp_ms < split {
+            &mut first
+        } else {
+            &mut second
+        };
+        part.push((Some(r.station.as_str().to_string()), 0, line.as_bytes().to_vec()));
+    }
+    let settings = fresh_topics(&brokers, "backfill", 1);
+    let mut features = Reader::new(&brokers, &settings.topics.features);
+    for (part, records) in [first, second].iter().enumerate() {
+        produce(&brokers, &settings.topics.raw, records);
+        let run = pipeline(&settings, "backfill", &["-w", "2", "--no-ml", "--stop-at-end"]);
+        let out = wait(run, DEADLINE);
+        assert!(
+            out.status.success(),
+            "part {part}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    features.read_to_end();
+    // The last copy of each window wins; only windows the first end of input closed
+    // early may have an earlier, different copy.
+    let mut last: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    let mut revised = BTreeSet::new();
+    for m in &features.messages {
+        let key = crate::reliability::window_key(m);
+        if last
+            .insert(key.clone(), m.payload.clone())
+            .is_some_and(|old| old != m.payload)
+        {
+            revised.insert(key);
+        }
+    }
+    assert_same(&last, &want);
+    let early_close = (split - 10 * 60_000)..=(split + 5 * 60_000);
+    for (station, end) in &revised {
+        let end_ms = weatherflow::schema::parse_rfc3339(end).expect("window end");
+        assert!(
+            early_close.contains(&end_ms),
+            "{station} @ {end} was revised but lies far from the first run's end"
+        );
+    }
+    assert!(
+        !revised.is_empty(),
+        "the first run's last windows were closed by the end of input and completed by the second"
+    );
+}

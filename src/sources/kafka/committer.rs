@@ -25,6 +25,14 @@ pub struct Committer {
     pub(super) durable: ProbeHandle<u64>,
     /// The resume point of this run: an earlier run made every window before it durable.
     pub(super) resume_ms: u64,
+    /// The highest open (non-empty) durable frontier seen. Once the input has ended
+    /// (`--stop-at-end`) the frontier is empty, yet the windows it closed early are not
+    /// final: a later run on the same group, with more data, must emit them again.
+    pub(super) last_open_ms: u64,
+    /// Set when this worker's input ended: from then on the frontier passes through the
+    /// times of windows the end of input closed, which are not final, so it is no longer
+    /// sampled.
+    pub(super) input_ended: bool,
     pub(super) last_commit: Instant,
     pub(super) warned: Option<Instant>,
     /// The producer generation the `committed` marks were sent with.
@@ -38,10 +46,27 @@ impl Committer {
     /// it are in the broker from the earlier run. A checkpoint written with a lower
     /// frontier would move the next run's resume point back to windows whose early
     /// readings lie before the committed offsets, and those would be re-emitted partial.
-    fn durable_ms(&self) -> u64 {
-        self.durable
-            .with_frontier(|f| f.first().copied().unwrap_or(u64::MAX))
-            .max(self.resume_ms)
+    ///
+    /// An empty frontier (the input ended and every window closed) counts as the last
+    /// open frontier seen, never as "everything": the windows the end of input closed
+    /// had not reached the watermark, and recording `u64::MAX` would make every later run
+    /// on this group suppress all its windows. The durable frontier is global and never
+    /// above the sources' watermark, so that value is a safe resume point: the windows
+    /// before it were closed by the watermark and are final.
+    fn durable_ms(&mut self) -> u64 {
+        self.observe_durable();
+        self.last_open_ms.max(self.resume_ms)
+    }
+
+    /// Samples the durable frontier while it is open. The reader calls it on every
+    /// activation, so the value an ended input leaves is at most one activation old.
+    pub(super) fn observe_durable(&mut self) {
+        if self.input_ended {
+            return;
+        }
+        if let Some(open) = self.durable.with_frontier(|f| f.first().copied()) {
+            self.last_open_ms = self.last_open_ms.max(open);
+        }
     }
 
     /// Checkpoints every partition whose resume point moved, and commits the group

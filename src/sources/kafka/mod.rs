@@ -209,6 +209,8 @@ fn start(
         checkpoints: Arc::default(),
         durable,
         resume_ms: plan.resume_ms,
+        last_open_ms: 0,
+        input_ended: false,
         last_commit: now,
         warned: None,
         generation: output.generation(),

@@ -101,6 +101,7 @@ impl Reader {
         self.batch.sort_unstable_by_key(|r| r.timestamp_ms);
         give_by_minute(out, held, &mut self.batch);
         tally.flush(&self.ctx.metrics);
+        committer.observe_durable();
         if self.config.stop_at_end && !stopping && self.outbox.is_empty() && self.plan.reached_end(&committer.parts) {
             for part in &committer.parts {
                 self.ctx.metrics.set_partition_lag(part.id, part.lag().unwrap_or(0));
@@ -109,6 +110,7 @@ impl Reader {
             // Dropping the capability closes every window, as the end of a file does;
             // the run loop then drains the sinks and makes the final commit.
             self.ctx.metrics.set_watermark(self.ctx.local_index, u64::MAX);
+            committer.input_ended = true;
             return Step::Finished;
         }
         if !stopping {
